@@ -1,0 +1,192 @@
+"""In-memory ``EventLog`` and ``Catalog``: the reference semantics of the ports,
+used by unit tests and the contract suite. Nothing here survives the process."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from polku.core.errors import Conflict, NotFound
+from polku.core.events import Event
+from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
+from polku.ports import (
+    AppendBatch,
+    AppendResult,
+    EventPage,
+    EventQuery,
+    QuarantineEntry,
+    QuarantineStatus,
+    StoredEvent,
+)
+
+
+def _millis(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+class MemoryEventLog:
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+        self.quarantine: list[QuarantineEntry] = []
+        self._message_ids: set[tuple[str, str]] = set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def pending_events(self) -> int:
+        return 0
+
+    def _store(self, workspace: str, event: Event) -> bool:
+        key = (workspace, event.message_id)
+        if key in self._message_ids:
+            return False
+        self._message_ids.add(key)
+        self.events.append(StoredEvent(seq=len(self.events) + 1, workspace=workspace, event=event))
+        return True
+
+    async def append(self, batch: AppendBatch) -> AppendResult:
+        accepted = sum(self._store(batch.workspace, event) for event in batch.events)
+        for rejection in batch.rejections:
+            self.quarantine.append(
+                QuarantineEntry(
+                    id=len(self.quarantine) + 1,
+                    workspace=batch.workspace,
+                    source=batch.source,
+                    received_ms=batch.received_ms,
+                    code=rejection.code,
+                    reason=rejection.reason,
+                    body=rejection.body,
+                )
+            )
+        return AppendResult(
+            accepted=accepted, duplicates=len(batch.events) - accepted, quarantined=len(batch.rejections)
+        )
+
+    async def query(self, query: EventQuery) -> EventPage:
+        def matches(stored: StoredEvent) -> bool:
+            event = stored.event
+            name = event.event if event.type == "track" else event.name
+            return (
+                stored.workspace == query.workspace
+                and stored.seq > query.after_seq
+                and (query.identifier is None or query.identifier in (event.user_id, event.anonymous_id))
+                and (query.user_id is None or event.user_id == query.user_id)
+                and (query.anonymous_id is None or event.anonymous_id == query.anonymous_id)
+                and (query.type is None or event.type == query.type)
+                and (query.name is None or name == query.name)
+                and (query.channel is None or event.channel == query.channel)
+                and (query.since_ms is None or _millis(event.timestamp) >= query.since_ms)
+                and (query.until_ms is None or _millis(event.timestamp) < query.until_ms)
+            )
+
+        found = [stored for stored in self.events if matches(stored)][: query.limit + 1]
+        more = len(found) > query.limit
+        found = found[: query.limit]
+        return EventPage(events=found, next_cursor=found[-1].seq if more and found else None)
+
+    async def quarantined(
+        self, workspace: str, *, status: QuarantineStatus | None, after_id: int, limit: int
+    ) -> list[QuarantineEntry]:
+        return [
+            entry
+            for entry in self.quarantine
+            if entry.workspace == workspace and entry.id > after_id and (status is None or entry.status == status)
+        ][:limit]
+
+    async def quarantine_entry(self, workspace: str, entry_id: int) -> QuarantineEntry:
+        for entry in self.quarantine:
+            if entry.workspace == workspace and entry.id == entry_id:
+                return entry
+        raise NotFound(f"quarantine entry {entry_id} does not exist")
+
+    async def resolve_quarantined(
+        self, workspace: str, entry_id: int, *, event: Event | None, resolved_ms: int
+    ) -> AppendResult:
+        entry = await self.quarantine_entry(workspace, entry_id)
+        if entry.status != "open":
+            raise Conflict(f"quarantine entry {entry_id} is already {entry.status}")
+        entry.status = "resubmitted" if event is not None else "discarded"
+        entry.resolved_ms = resolved_ms
+        if event is None:
+            return AppendResult(accepted=0, duplicates=0, quarantined=0)
+        stored = self._store(workspace, event)
+        return AppendResult(accepted=int(stored), duplicates=int(not stored), quarantined=0)
+
+
+class MemoryCatalog:
+    def __init__(self) -> None:
+        self._workspaces: dict[str, Workspace] = {}
+        self._sources: dict[tuple[str, str], Source] = {}
+        self._credentials: dict[str, Credential] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def create_workspace(self, workspace: Workspace) -> bool:
+        if workspace.id in self._workspaces:
+            return False
+        self._workspaces[workspace.id] = workspace
+        return True
+
+    async def workspace(self, workspace_id: str) -> Workspace:
+        try:
+            return self._workspaces[workspace_id]
+        except KeyError:
+            raise NotFound(f"workspace {workspace_id!r} does not exist") from None
+
+    async def workspaces(self) -> list[Workspace]:
+        return sorted(self._workspaces.values(), key=lambda workspace: workspace.id)
+
+    async def set_config(self, workspace_id: str, config: WorkspaceConfig) -> None:
+        workspace = await self.workspace(workspace_id)
+        self._workspaces[workspace_id] = msgspec.structs.replace(workspace, config=config)
+
+    async def create_source(self, source: Source) -> bool:
+        key = (source.workspace, source.name)
+        if key in self._sources:
+            return False
+        self._sources[key] = source
+        return True
+
+    async def source(self, workspace_id: str, name: str) -> Source:
+        try:
+            return self._sources[(workspace_id, name)]
+        except KeyError:
+            raise NotFound(f"source {name!r} does not exist in workspace {workspace_id!r}") from None
+
+    async def sources(self, workspace_id: str) -> list[Source]:
+        return sorted((s for s in self._sources.values() if s.workspace == workspace_id), key=lambda s: s.name)
+
+    async def add_credential(self, credential: Credential) -> bool:
+        if credential.key_hash in self._credentials:
+            return False
+        self._credentials[credential.key_hash] = credential
+        return True
+
+    async def credential(self, key_hash: str) -> Credential | None:
+        found = self._credentials.get(key_hash)
+        return found if found is not None and found.revoked_at is None else None
+
+    async def credentials(self, workspace_id: str, kind: KeyKind | None = None) -> list[Credential]:
+        return [
+            c for c in self._credentials.values() if c.workspace == workspace_id and (kind is None or c.kind == kind)
+        ]
+
+    async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
+        found = [
+            c
+            for c in self._credentials.values()
+            if c.workspace == workspace_id and c.key_hash.startswith(key_hash_prefix) and c.revoked_at is None
+        ]
+        if len(found) != 1 or not key_hash_prefix:
+            raise NotFound(f"no single live key in {workspace_id!r} has an id starting {key_hash_prefix!r}")
+        revoked = msgspec.structs.replace(found[0], revoked_at=revoked_at)
+        self._credentials[revoked.key_hash] = revoked
+        return revoked

@@ -1,0 +1,194 @@
+"""Workspaces, sources and credentials on SQLite. Catalog writes are rare (setup,
+key rotation), so they use their own connection and wait on SQLite's busy timeout
+instead of the event writer's queue."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from polku.adapters.sqlite.schema import Synchronous, open_database
+from polku.core.errors import NotFound
+from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+_decode_config = msgspec.json.Decoder(WorkspaceConfig).decode
+CREDENTIAL_COLUMNS = "key_hash, kind, workspace, source, label, created_at, revoked_at"
+
+
+def _credential(row: tuple[Any, ...]) -> Credential:
+    return Credential(
+        key_hash=row[0],
+        kind=row[1],
+        workspace=row[2],
+        source=row[3],
+        label=row[4],
+        created_at=row[5],
+        revoked_at=row[6],
+    )
+
+
+def _workspace(row: tuple[Any, ...]) -> Workspace:
+    return Workspace(id=row[0], name=row[1], created_at=row[2], config=_decode_config(row[3]))
+
+
+class SqliteCatalog:
+    def __init__(self, data_dir: Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.data_dir = data_dir
+        self.synchronous: Synchronous = synchronous
+        self._connection: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        self._connection = await asyncio.to_thread(open_database, self.data_dir, synchronous=self.synchronous)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _run(self, function: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        connection = self._connection
+        assert connection is not None, "start() the catalog first"
+
+        def call() -> T:
+            with self._lock:
+                if not write:
+                    return function(connection)
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = function(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+
+        return await asyncio.to_thread(call)
+
+    async def create_workspace(self, workspace: Workspace) -> bool:
+        return await self._run(
+            lambda c: (
+                c.execute(
+                    "INSERT OR IGNORE INTO workspaces (id, name, created_at, config) VALUES (?, ?, ?, ?)",
+                    (workspace.id, workspace.name, workspace.created_at, _encode(workspace.config)),
+                ).rowcount
+                == 1
+            ),
+            write=True,
+        )
+
+    async def workspace(self, workspace_id: str) -> Workspace:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT id, name, created_at, config FROM workspaces WHERE id = ?", (workspace_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"workspace {workspace_id!r} does not exist")
+        return _workspace(row)
+
+    async def workspaces(self) -> list[Workspace]:
+        rows = await self._run(
+            lambda c: c.execute("SELECT id, name, created_at, config FROM workspaces ORDER BY id").fetchall()
+        )
+        return [_workspace(row) for row in rows]
+
+    async def set_config(self, workspace_id: str, config: WorkspaceConfig) -> None:
+        changed = await self._run(
+            lambda c: (
+                c.execute("UPDATE workspaces SET config = ? WHERE id = ?", (_encode(config), workspace_id)).rowcount
+            ),
+            write=True,
+        )
+        if not changed:
+            raise NotFound(f"workspace {workspace_id!r} does not exist")
+
+    async def create_source(self, source: Source) -> bool:
+        return await self._run(
+            lambda c: (
+                c.execute(
+                    "INSERT OR IGNORE INTO sources (workspace, name, default_channel, created_at) VALUES (?, ?, ?, ?)",
+                    (source.workspace, source.name, source.default_channel, source.created_at),
+                ).rowcount
+                == 1
+            ),
+            write=True,
+        )
+
+    async def source(self, workspace_id: str, name: str) -> Source:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT workspace, name, default_channel, created_at FROM sources WHERE workspace = ? AND name = ?",
+                (workspace_id, name),
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"source {name!r} does not exist in workspace {workspace_id!r}")
+        return Source(workspace=row[0], name=row[1], default_channel=row[2], created_at=row[3])
+
+    async def sources(self, workspace_id: str) -> list[Source]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT workspace, name, default_channel, created_at FROM sources WHERE workspace = ? ORDER BY name",
+                (workspace_id,),
+            ).fetchall()
+        )
+        return [Source(workspace=r[0], name=r[1], default_channel=r[2], created_at=r[3]) for r in rows]
+
+    async def add_credential(self, credential: Credential) -> bool:
+        return await self._run(
+            lambda c: (
+                c.execute(
+                    f"INSERT OR IGNORE INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        credential.key_hash,
+                        credential.kind,
+                        credential.workspace,
+                        credential.source,
+                        credential.label,
+                        credential.created_at,
+                        credential.revoked_at,
+                    ),
+                ).rowcount
+                == 1
+            ),
+            write=True,
+        )
+
+    async def credential(self, key_hash: str) -> Credential | None:
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE key_hash = ? AND revoked_at IS NULL", (key_hash,)
+            ).fetchone()
+        )
+        return _credential(row) if row is not None else None
+
+    async def credentials(self, workspace_id: str, kind: KeyKind | None = None) -> list[Credential]:
+        sql = f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE workspace = ?"
+        parameters: list[Any] = [workspace_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            parameters.append(kind)
+        rows = await self._run(lambda c: c.execute(sql + " ORDER BY created_at", parameters).fetchall())
+        return [_credential(row) for row in rows]
+
+    async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
+        def revoke(connection: sqlite3.Connection) -> Credential:
+            rows = connection.execute(
+                f"SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE workspace = ? AND key_hash LIKE ? AND revoked_at IS NULL",
+                (workspace_id, key_hash_prefix.replace("%", "").replace("_", "") + "%"),
+            ).fetchall()
+            if len(rows) != 1:
+                raise NotFound(f"no single live key in {workspace_id!r} has an id starting {key_hash_prefix!r}")
+            connection.execute("UPDATE credentials SET revoked_at = ? WHERE key_hash = ?", (revoked_at, rows[0][0]))
+            return msgspec.structs.replace(_credential(rows[0]), revoked_at=revoked_at)
+
+        return await self._run(revoke, write=True)

@@ -1,0 +1,238 @@
+"""The event log and quarantine on SQLite (WAL), written through one group-commit
+writer thread and read through a small pool of read-only connections."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from polku.adapters.sqlite.schema import DATABASE_FILE, Synchronous, connect, open_database
+from polku.adapters.sqlite.writer import CommitStats, Writer
+from polku.core.errors import Conflict, NotFound
+from polku.core.events import Event
+from polku.ports import (
+    AppendBatch,
+    AppendResult,
+    EventPage,
+    EventQuery,
+    QuarantineEntry,
+    QuarantineStatus,
+    StoredEvent,
+)
+
+T = TypeVar("T")
+
+INSERT_EVENT: Final = (
+    "INSERT OR IGNORE INTO events (workspace, message_id, type, name, user_id, anonymous_id, channel, ts_ms, received_ms, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_QUARANTINE: Final = (
+    "INSERT INTO quarantine (workspace, source, received_ms, code, reason, body) VALUES (?, ?, ?, ?, ?, ?)"
+)
+QUARANTINE_COLUMNS: Final = "id, workspace, source, received_ms, code, reason, body, status, resolved_ms"
+
+_encode = msgspec.json.Encoder().encode
+_decode_event = msgspec.json.Decoder(Event).decode
+
+
+def _millis(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
+    return (
+        workspace,
+        event.message_id,
+        event.type,
+        event.event if event.type == "track" else event.name,
+        event.user_id,
+        event.anonymous_id,
+        event.channel,
+        _millis(event.timestamp),
+        _millis(event.received_at),
+        _encode(event),
+    )
+
+
+def _quarantine_entry(row: tuple[Any, ...]) -> QuarantineEntry:
+    return QuarantineEntry(
+        id=row[0],
+        workspace=row[1],
+        source=row[2],
+        received_ms=row[3],
+        code=row[4],
+        reason=row[5],
+        body=bytes(row[6]),
+        status=row[7],
+        resolved_ms=row[8],
+    )
+
+
+class SqliteEventLog:
+    """``EventLog`` on ``<data_dir>/polku.db``."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        max_pending_events: int = 200_000,
+        on_commit: Callable[[CommitStats], None] = lambda stats: None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.synchronous: Synchronous = synchronous
+        self.max_pending_events = max_pending_events
+        self.on_commit = on_commit
+        self._writer: Writer | None = None
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polku-sqlite-reader")
+        self._local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+
+    async def start(self) -> None:
+        connection = open_database(self.data_dir, synchronous=self.synchronous)
+        self._writer = Writer(connection, max_pending=self.max_pending_events, on_commit=self.on_commit)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await asyncio.to_thread(self._writer.stop)
+            self._writer.connection.close()
+            self._writer = None
+        self._readers.shutdown(wait=True)
+        for connection in self._reader_connections:
+            connection.close()
+        self._reader_connections.clear()
+
+    def pending_events(self) -> int:
+        return self._writer.pending if self._writer is not None else 0
+
+    async def append(self, batch: AppendBatch) -> AppendResult:
+        assert self._writer is not None, "start() the event log first"
+        rows = [event_row(batch.workspace, event) for event in batch.events]
+        rejected = [
+            (batch.workspace, batch.source, batch.received_ms, rejection.code, rejection.reason, rejection.body)
+            for rejection in batch.rejections
+        ]
+
+        def work(connection: sqlite3.Connection) -> AppendResult:
+            before = connection.total_changes
+            if rows:
+                connection.executemany(INSERT_EVENT, rows)
+            accepted = connection.total_changes - before
+            if rejected:
+                connection.executemany(INSERT_QUARANTINE, rejected)
+            return AppendResult(accepted=accepted, duplicates=len(rows) - accepted, quarantined=len(rejected))
+
+        result: AppendResult = await self._writer.submit(work, weight=max(1, len(rows) + len(rejected)))
+        return result
+
+    async def resolve_quarantined(
+        self, workspace: str, entry_id: int, *, event: Event | None, resolved_ms: int
+    ) -> AppendResult:
+        assert self._writer is not None, "start() the event log first"
+        row = event_row(workspace, event) if event is not None else None
+
+        def work(connection: sqlite3.Connection) -> AppendResult:
+            found = connection.execute(
+                "SELECT status FROM quarantine WHERE workspace = ? AND id = ?", (workspace, entry_id)
+            ).fetchone()
+            if found is None:
+                raise NotFound(f"quarantine entry {entry_id} does not exist")
+            if found[0] != "open":
+                raise Conflict(f"quarantine entry {entry_id} is already {found[0]}")
+            status = "resubmitted" if row is not None else "discarded"
+            connection.execute(
+                "UPDATE quarantine SET status = ?, resolved_ms = ? WHERE id = ?", (status, resolved_ms, entry_id)
+            )
+            accepted = 0
+            if row is not None:
+                accepted = connection.execute(INSERT_EVENT, row).rowcount
+            return AppendResult(accepted=accepted, duplicates=1 - accepted if row else 0, quarantined=0)
+
+        result: AppendResult = await self._writer.submit(work)
+        return result
+
+    # -- reads --------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(self.data_dir / DATABASE_FILE, synchronous=self.synchronous, readonly=True)
+            self._local.connection = connection
+            self._reader_connections.append(connection)
+        return connection
+
+    async def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: function(self._reader()))
+
+    async def query(self, query: EventQuery) -> EventPage:
+        return await self._read(lambda connection: query_events(connection, query))
+
+    async def quarantined(
+        self, workspace: str, *, status: QuarantineStatus | None, after_id: int, limit: int
+    ) -> list[QuarantineEntry]:
+        def read(connection: sqlite3.Connection) -> list[QuarantineEntry]:
+            sql = f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE workspace = ? AND id > ?"
+            parameters: list[Any] = [workspace, after_id]
+            if status is not None:
+                sql += " AND status = ?"
+                parameters.append(status)
+            sql += " ORDER BY id LIMIT ?"
+            parameters.append(limit)
+            return [_quarantine_entry(row) for row in connection.execute(sql, parameters)]
+
+        return await self._read(read)
+
+    async def quarantine_entry(self, workspace: str, entry_id: int) -> QuarantineEntry:
+        def read(connection: sqlite3.Connection) -> QuarantineEntry:
+            row = connection.execute(
+                f"SELECT {QUARANTINE_COLUMNS} FROM quarantine WHERE workspace = ? AND id = ?", (workspace, entry_id)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"quarantine entry {entry_id} does not exist")
+            return _quarantine_entry(row)
+
+        return await self._read(read)
+
+
+def query_events(connection: sqlite3.Connection, query: EventQuery) -> EventPage:
+    """Events of one workspace in log order, filtered. Filters other than the cursor
+    scan the log (no secondary index on the append path); per-customer timelines
+    come from the processor's tables in a later release."""
+    clauses = ["workspace = ?", "seq > ?"]
+    parameters: list[Any] = [query.workspace, query.after_seq]
+    if query.identifier is not None:
+        clauses.append("(user_id = ? OR anonymous_id = ?)")
+        parameters += [query.identifier, query.identifier]
+    for column, value in (
+        ("user_id", query.user_id),
+        ("anonymous_id", query.anonymous_id),
+        ("type", query.type),
+        ("name", query.name),
+        ("channel", query.channel),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            parameters.append(value)
+    if query.since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        parameters.append(query.since_ms)
+    if query.until_ms is not None:
+        clauses.append("ts_ms < ?")
+        parameters.append(query.until_ms)
+    sql = f"SELECT seq, body FROM events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?"
+    parameters.append(query.limit + 1)
+    rows = connection.execute(sql, parameters).fetchall()
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    events = [StoredEvent(seq=seq, workspace=query.workspace, event=_decode_event(body)) for seq, body in rows]
+    return EventPage(events=events, next_cursor=events[-1].seq if more and events else None)

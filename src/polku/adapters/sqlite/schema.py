@@ -1,0 +1,107 @@
+"""Schema and connection settings of the embedded store.
+
+The event table has one secondary index, the unique (workspace, messageId) index that
+deduplication needs; nothing else sits on the append path (DESIGN.md: every extra
+index costs 4-14x there). Migrations are numbered steps keyed by ``user_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Final, Literal
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        workspace TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        name TEXT,
+        user_id TEXT,
+        anonymous_id TEXT,
+        channel TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        received_ms INTEGER NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX events_message_id ON events (workspace, message_id);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        workspace TEXT NOT NULL,
+        source TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        body BLOB NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open',
+        resolved_ms INTEGER
+    );
+    CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        config BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE sources (
+        workspace TEXT NOT NULL,
+        name TEXT NOT NULL,
+        default_channel TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (workspace, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE credentials (
+        key_hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        workspace TEXT NOT NULL,
+        source TEXT,
+        label TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    ) WITHOUT ROWID;
+    """,
+)
+
+DATABASE_FILE: Final = "polku.db"
+
+
+def connect(path: Path, *, synchronous: Synchronous = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit ``BEGIN``s)."""
+    if readonly:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout = 10000")
+    if not readonly:
+        connection.execute("PRAGMA journal_mode = WAL")
+    # FULL fsyncs the WAL on every commit: a 2xx then survives power loss, not just
+    # kill -9. Group commit makes that one fsync per batch of requests.
+    connection.execute(f"PRAGMA synchronous = {synchronous}")
+    connection.execute("PRAGMA cache_size = -65536")
+    connection.execute("PRAGMA temp_store = MEMORY")
+    return connection
+
+
+def migrate(connection: sqlite3.Connection) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def open_database(data_dir: Path, *, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    connection = connect(data_dir / DATABASE_FILE, synchronous=synchronous)
+    migrate(connection)
+    return connection

@@ -1,0 +1,121 @@
+"""``polku`` and ``polku serve``; the other command groups live beside this module."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from polku import __version__
+from polku.cli import data, manage
+from polku.cli.store import DATA_DIR_HELP, console, fail
+from polku.config import Settings
+from polku.core.errors import PolkuError
+from polku.engine.setup import NewKey
+
+app = typer.Typer(
+    name="polku",
+    help="polku: real-time customer journey orchestration.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("import")(data.import_files)
+app.add_typer(data.export_app, name="export")
+app.add_typer(manage.quarantine_app, name="quarantine")
+app.add_typer(manage.keys_app, name="keys")
+app.add_typer(manage.sources_app, name="sources")
+app.add_typer(manage.workspace_app, name="workspace")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"polku {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """polku: real-time customer journey orchestration."""
+
+
+def print_keys(keys: list[NewKey]) -> None:
+    if not keys:
+        return
+    lines = ["", "polku created these keys; they are stored hashed and shown only now:"]
+    for key in keys:
+        where = f"workspace {key.workspace}" + (f", source {key.source}" if key.source else "")
+        lines.append(f"  {key.kind} key ({where}): {key.key}")
+    lines.append("")
+    print("\n".join(lines), flush=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (env POLKU_HOST; default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (env POLKU_PORT; default 8000).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP + " Default ./polku-data.")] = None,
+    write_key: Annotated[
+        str | None, typer.Option(help="Write key of the default source, created if missing (env POLKU_WRITE_KEY).")
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(help="Admin token of the default workspace, created if missing (env POLKU_ADMIN_TOKEN)."),
+    ] = None,
+    synchronous: Annotated[
+        str | None, typer.Option(help="FULL (fsync each commit; default) or NORMAL (env POLKU_SYNCHRONOUS).")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error (env POLKU_LOG_LEVEL).")] = None,
+    access_log: Annotated[bool | None, typer.Option("--access-log/--no-access-log", help="Log every request.")] = None,
+) -> None:
+    """Run the HTTP server on the embedded store."""
+    import uvicorn
+
+    from polku.logs import configure
+    from polku.web.app import create_app
+
+    try:
+        settings = Settings.from_sources(
+            {
+                "host": host,
+                "port": port,
+                "data_dir": data_dir,
+                "write_key": write_key,
+                "admin_token": admin_token,
+                "synchronous": synchronous,
+                "log_level": log_level,
+                "access_log": access_log,
+            }
+        )
+    except PolkuError as error:
+        fail(error)
+        return
+    configure(settings.log_level)
+    application = create_app(settings, on_keys=print_keys)
+    console.print(
+        f"polku {__version__} serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})"
+    )
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except PolkuError as error:
+        console.print(f"[red]error[/red] {error.code}: {error.message}")
+        sys.exit(2 if error.status < 500 else 1)

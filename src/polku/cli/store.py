@@ -1,0 +1,61 @@
+"""Opening the embedded store from the CLI, and printing results."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
+from polku.adapters.sqlite.schema import DATABASE_FILE
+from polku.core.errors import PolkuError
+from polku.engine.ingest import Ingestor
+
+console = Console(stderr=True)
+DATA_DIR_HELP = "Directory of the embedded store (env POLKU_DATA_DIR)."
+
+
+@asynccontextmanager
+async def open_store(
+    data_dir: Path, *, create: bool = False
+) -> AsyncIterator[tuple[SqliteEventLog, SqliteCatalog, Ingestor]]:
+    if not create and not (data_dir / DATABASE_FILE).exists():
+        raise PolkuError(
+            f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir"
+        )
+    log = SqliteEventLog(data_dir)
+    catalog = SqliteCatalog(data_dir)
+    await catalog.start()
+    await log.start()
+    try:
+        yield log, catalog, Ingestor(log, catalog)
+    finally:
+        await log.close()
+        await catalog.close()
+
+
+def fail(error: PolkuError) -> None:
+    console.print(f"[red]error[/red] {error.code}: {error.message}")
+    raise typer.Exit(code=2 if error.status < 500 else 1)
+
+
+def emit(data: Any, output_format: str, *, columns: list[str] | None = None, title: str | None = None) -> None:
+    """``--format json`` prints JSON on stdout; ``table`` prints a Rich table."""
+    builtins = msgspec.to_builtins(data)
+    if output_format == "json" or columns is None:
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(builtins)).decode() + "\n")
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    rows = builtins if isinstance(builtins, list) else [builtins]
+    for row in rows:
+        table.add_row(*(str(row.get(column, "")) if row.get(column) is not None else "" for column in columns))
+    Console().print(table)

@@ -1,0 +1,81 @@
+"""Settings: one frozen object built at the edge from flags, environment
+(``POLKU_…``) and defaults. Each setting has a help line; ``docs/configuration.md``
+lists them and a test keeps the two in step."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from polku.core.errors import ConfigError
+
+
+def _setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "Address the HTTP server binds to.")
+    port: int = _setting(8000, "TCP port of the HTTP server.")
+    data_dir: Path = _setting(
+        Path("polku-data"),
+        "Directory of the embedded store (SQLite database in WAL mode).",
+    )
+    write_key: str | None = _setting(None, "Write key of the default source, created if missing (scripted setups).")
+    admin_token: str | None = _setting(None, "Admin token of the default workspace, created if missing.")
+    synchronous: Literal["FULL", "NORMAL"] = _setting(
+        "FULL", "SQLite fsync policy: FULL survives power loss, NORMAL only process crashes."
+    )
+    max_pending_events: int = _setting(200_000, "Events waiting for commit before ingestion answers 503 + Retry-After.")
+    log_level: str = _setting("info", "Log level: debug, info, warning or error.")
+    access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
+
+    @classmethod
+    def help_lines(cls) -> dict[str, str]:
+        return {f.name: str(f.metadata["help"]) for f in fields(cls)}
+
+    @classmethod
+    def from_sources(cls, flags: dict[str, Any], environ: dict[str, str] | None = None) -> Settings:
+        """Flags win over ``POLKU_<NAME>`` environment variables, which win over defaults."""
+        environ = dict(os.environ) if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = flags.get(f.name)
+            if raw is None:
+                raw = environ.get(f"POLKU_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.name, f.default, raw)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is not between 1 and 65535", field="port")
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ConfigError(f"synchronous must be FULL or NORMAL, not {self.synchronous!r}", field="synchronous")
+        if self.max_pending_events < 1000:
+            raise ConfigError("max_pending_events must be at least 1000", field="max_pending_events")
+
+
+def _convert(name: str, default: Any, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        if name == "synchronous":
+            return raw.upper()
+    except ValueError:
+        raise ConfigError(f"POLKU_{name.upper()}={raw!r} is not a valid {type(default).__name__}", field=name) from None
+    return raw

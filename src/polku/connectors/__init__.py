@@ -1,0 +1,1 @@
+"""Sources beyond the Segment HTTP API: file import and inbound webhooks."""

@@ -1,0 +1,155 @@
+"""Workspaces, sources, credentials and the workspace configuration (pure data).
+
+A *workspace* is one tenant: its events, keys and configuration are separate from
+every other workspace's. A *source* is one system that sends events (a web site, an
+app, a call-center system); its write keys carry its default channel. Keys are
+stored as SHA-256 hashes: they are random and 160+ bits long, so a slow password
+hash would add latency to every request without adding safety.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Final, Literal
+
+import msgspec
+
+from polku.core.errors import ConfigError
+from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES
+
+NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
+KeyKind = Literal["write", "admin"]
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def check_name(value: str, what: str) -> str:
+    if not NAME_PATTERN.fullmatch(value):
+        raise ConfigError(
+            f"{what} {value!r} must be 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+            field=what,
+        )
+    return value
+
+
+def check_channel(value: str, field: str) -> str:
+    if not CHANNEL_PATTERN.fullmatch(value):
+        raise ConfigError(f"{field}: channel {value!r} must be a lower-case name like 'web' or 'phone'", field=field)
+    return value
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True):
+    workspace: str
+    name: str
+    default_channel: str
+    created_at: str
+
+
+class Credential(msgspec.Struct, frozen=True, kw_only=True):
+    """What a key grants. Write keys ingest for one source; admin tokens read and
+    manage one workspace."""
+
+    key_hash: str
+    kind: KeyKind
+    workspace: str
+    source: str | None
+    label: str
+    created_at: str
+    revoked_at: str | None = None
+
+
+class WebhookMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How one inbound webhook source's JSON becomes events.
+
+    Fields ending in an expression are JMESPath (https://jmespath.org), evaluated on
+    each record; a constant is written as a JMESPath raw string: ``"'ticket_closed'"``.
+    """
+
+    channel: str
+    type: str = "track"
+    records: str | None = None
+    event: str | None = None
+    name: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    group_id: str | None = None
+    message_id: str | None = None
+    timestamp: str | None = None
+    properties: str | None = "@"
+    traits: str | None = None
+    context: str | None = None
+
+
+class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The declarative configuration of one workspace (YAML or JSON)."""
+
+    webhooks: dict[str, WebhookMapping] = {}
+
+
+class Workspace(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    created_at: str
+    config: WorkspaceConfig = msgspec.field(default_factory=WorkspaceConfig)
+
+
+def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
+    """Semantic checks msgspec's types cannot express; errors name the field."""
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    for source, mapping in config.webhooks.items():
+        where = f"webhooks.{source}"
+        check_name(source, f"{where} (source name)")
+        check_channel(mapping.channel, f"{where}.channel")
+        if mapping.type not in MESSAGE_TYPES:
+            raise ConfigError(
+                f"{where}.type: {mapping.type!r} is not one of {sorted(MESSAGE_TYPES)}", field=f"{where}.type"
+            )
+        if mapping.type == "track" and mapping.event is None:
+            raise ConfigError(f"{where}.event: a track mapping needs an `event` expression", field=f"{where}.event")
+        if mapping.user_id is None and mapping.anonymous_id is None:
+            raise ConfigError(f"{where}: map `user_id` or `anonymous_id`", field=where)
+        for field in (
+            "records",
+            "event",
+            "name",
+            "user_id",
+            "anonymous_id",
+            "group_id",
+            "message_id",
+            "timestamp",
+            "properties",
+            "traits",
+            "context",
+        ):
+            expression = getattr(mapping, field)
+            if expression is None:
+                continue
+            try:
+                jmespath.compile(expression)
+            except JMESPathError as error:
+                raise ConfigError(
+                    f"{where}.{field}: invalid JMESPath {expression!r}: {error}", field=f"{where}.{field}"
+                ) from None
+    return config
+
+
+def parse_config(text: str | bytes, *, filename: str = "<config>") -> WorkspaceConfig:
+    """Parse YAML (a superset of JSON) into a validated ``WorkspaceConfig``."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}", file=filename) from None
+    try:
+        config = msgspec.convert(data, WorkspaceConfig)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{filename}: {error}", file=filename) from None
+    return validate_config(config)

@@ -1,0 +1,1 @@
+"""The drivers around the pure core: ingestion, setup and (later) the processor."""

@@ -1,0 +1,40 @@
+"""Request bodies: decompression under a hard output limit.
+
+The ``Content-Encoding`` header decides, whatever ``Content-Type`` says: some official
+SDKs send gzip under a form content type. Inflation stops one byte past the limit,
+so a gzip bomb costs at most ``limit`` bytes of memory.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from polku.core.errors import LimitExceeded, MalformedBody, UnsupportedEncoding
+from polku.core.limits import MAX_REQUEST_BYTES
+
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_DEFLATE_WBITS = zlib.MAX_WBITS
+
+
+def decode_body(body: bytes, content_encoding: str | None, *, limit: int = MAX_REQUEST_BYTES) -> bytes:
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > limit:
+            raise LimitExceeded(f"request body is {len(body)} bytes; the limit is {limit} bytes (500 KB)", limit=limit)
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        wbits = _GZIP_WBITS
+    elif encoding == "deflate":
+        wbits = _DEFLATE_WBITS
+    else:
+        raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send identity, gzip or deflate")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise MalformedBody(f"body is not valid {encoding} data: {error}") from None
+    if len(inflated) > limit:
+        raise LimitExceeded(f"{encoding} body inflates past the limit of {limit} bytes (500 KB)", limit=limit)
+    if not inflater.eof:
+        raise MalformedBody(f"{encoding} body is truncated")
+    return inflated

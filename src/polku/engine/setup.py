@@ -1,0 +1,80 @@
+"""First-start setup: the default workspace, its default source and its keys."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
+
+from polku.core.events import format_time
+from polku.core.workspace import Credential, KeyKind, Source, Workspace, check_channel, check_name, hash_key
+from polku.ports import Catalog
+
+DEFAULT_WORKSPACE: Final = "default"
+DEFAULT_SOURCE: Final = "default"
+DEFAULT_CHANNEL: Final = "web"
+
+
+def new_key(kind: KeyKind) -> str:
+    """Random keys with a readable prefix so a leaked one is recognisable."""
+    prefix = "pk_write_" if kind == "write" else "pk_admin_"
+    return prefix + secrets.token_urlsafe(24)
+
+
+class NewKey(msgspec.Struct):
+    """A key as shown once, at creation: only its hash is stored."""
+
+    key: str
+    key_id: str
+    kind: KeyKind
+    workspace: str
+    source: str | None
+
+
+def _now() -> str:
+    return format_time(datetime.now(UTC))
+
+
+async def add_key(
+    catalog: Catalog, kind: KeyKind, workspace: str, source: str | None, *, key: str | None = None, label: str = ""
+) -> NewKey | None:
+    """Store a key (random unless given); ``None`` if that key already exists."""
+    key = key or new_key(kind)
+    key_hash = hash_key(key)
+    added = await catalog.add_credential(
+        Credential(key_hash=key_hash, kind=kind, workspace=workspace, source=source, label=label, created_at=_now())
+    )
+    return NewKey(key=key, key_id=key_hash[:12], kind=kind, workspace=workspace, source=source) if added else None
+
+
+async def ensure_source(catalog: Catalog, workspace: str, name: str, channel: str) -> bool:
+    check_name(name, "source name")
+    check_channel(channel, "channel")
+    return await catalog.create_source(
+        Source(workspace=workspace, name=name, default_channel=channel, created_at=_now())
+    )
+
+
+async def bootstrap(catalog: Catalog, *, write_key: str | None, admin_token: str | None) -> list[NewKey]:
+    """Create the default workspace on first start (with a random write key and admin
+    token), and the given keys whenever they are missing. Returns the keys created."""
+    created: list[NewKey] = []
+    first_start = await catalog.create_workspace(
+        Workspace(id=DEFAULT_WORKSPACE, name="Default workspace", created_at=_now())
+    )
+    await ensure_source(catalog, DEFAULT_WORKSPACE, DEFAULT_SOURCE, DEFAULT_CHANNEL)
+    wanted: list[tuple[KeyKind, str | None, str | None]] = [
+        ("write", DEFAULT_SOURCE, write_key),
+        ("admin", None, admin_token),
+    ]
+    for kind, source, given in wanted:
+        if given is None and not first_start:
+            continue
+        if given is None and await catalog.credentials(DEFAULT_WORKSPACE, kind):
+            continue
+        new = await add_key(catalog, kind, DEFAULT_WORKSPACE, source, key=given, label="bootstrap")
+        if new is not None:
+            created.append(new)
+    return created

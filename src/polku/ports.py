@@ -1,0 +1,151 @@
+"""The ports the engine drives. Each has an in-memory implementation
+(``polku.adapters.memory``) beside the real ones (``polku.adapters.sqlite``; later
+PostgreSQL and NATS JetStream), and one contract suite (``tests/contract``) runs
+against all of them.
+
+``EventLog`` is the durable, append-only record of everything ingested plus the
+quarantine of what was refused. ``Catalog`` holds workspaces, sources, keys and
+configuration. Both are async because the scale-out adapters (psycopg, nats-py) are.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import msgspec
+
+from polku.core.events import Event, Rejection
+from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
+
+QuarantineStatus = Literal["open", "resubmitted", "discarded"]
+
+
+class AppendBatch(msgspec.Struct, kw_only=True):
+    """What one request (or one chunk of a file import) adds to the log: its valid
+    events and its rejections, written together or not at all."""
+
+    workspace: str
+    source: str
+    received_ms: int
+    events: list[Event]
+    rejections: list[Rejection] = []
+
+
+class AppendResult(msgspec.Struct, kw_only=True):
+    accepted: int
+    duplicates: int
+    quarantined: int
+
+
+class StoredEvent(msgspec.Struct, kw_only=True):
+    seq: int
+    workspace: str
+    event: Event
+
+
+class EventQuery(msgspec.Struct, kw_only=True):
+    """A filter over one workspace's events; ``None`` means "any". ``after_seq`` is
+    the paging cursor (events come in log order)."""
+
+    workspace: str
+    identifier: str | None = None
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    type: str | None = None
+    name: str | None = None
+    channel: str | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    after_seq: int = 0
+    limit: int = 100
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    events: list[StoredEvent]
+    next_cursor: int | None
+
+
+class QuarantineEntry(msgspec.Struct, kw_only=True):
+    id: int
+    workspace: str
+    source: str
+    received_ms: int
+    code: str
+    reason: str
+    body: bytes
+    status: QuarantineStatus = "open"
+    resolved_ms: int | None = None
+
+
+class EventLog(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, batch: AppendBatch) -> AppendResult:
+        """Store the batch durably; return only once it survives a crash. Events
+        whose (workspace, messageId) is already stored count as duplicates and are
+        not stored again. Raises ``Unavailable`` when the writer is saturated."""
+        ...
+
+    def pending_events(self) -> int:
+        """Events submitted but not yet committed (the back-pressure gauge)."""
+        ...
+
+    async def query(self, query: EventQuery) -> EventPage: ...
+
+    async def quarantined(
+        self, workspace: str, *, status: QuarantineStatus | None, after_id: int, limit: int
+    ) -> list[QuarantineEntry]: ...
+
+    async def quarantine_entry(self, workspace: str, entry_id: int) -> QuarantineEntry:
+        """Raises ``NotFound``."""
+        ...
+
+    async def resolve_quarantined(
+        self, workspace: str, entry_id: int, *, event: Event | None, resolved_ms: int
+    ) -> AppendResult:
+        """Mark an open entry resubmitted (appending ``event`` in the same
+        transaction) or discarded (``event`` is ``None``). Raises ``NotFound`` and
+        ``Conflict`` (already resolved)."""
+        ...
+
+
+class Catalog(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_workspace(self, workspace: Workspace) -> bool:
+        """Create it unless it exists; ``True`` if created."""
+        ...
+
+    async def workspace(self, workspace_id: str) -> Workspace:
+        """Raises ``NotFound``."""
+        ...
+
+    async def workspaces(self) -> list[Workspace]: ...
+
+    async def set_config(self, workspace_id: str, config: WorkspaceConfig) -> None: ...
+
+    async def create_source(self, source: Source) -> bool: ...
+
+    async def source(self, workspace_id: str, name: str) -> Source:
+        """Raises ``NotFound``."""
+        ...
+
+    async def sources(self, workspace_id: str) -> list[Source]: ...
+
+    async def add_credential(self, credential: Credential) -> bool:
+        """Store it unless a key with that hash exists; ``True`` if added."""
+        ...
+
+    async def credential(self, key_hash: str) -> Credential | None:
+        """The live (not revoked) credential with this hash."""
+        ...
+
+    async def credentials(self, workspace_id: str, kind: KeyKind | None = None) -> list[Credential]: ...
+
+    async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
+        """Raises ``NotFound``."""
+        ...

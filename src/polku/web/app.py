@@ -1,0 +1,97 @@
+"""The ASGI application: ``create_app(settings)`` wires adapters, engine and routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
+from polku.config import Settings
+from polku.core.errors import PolkuError
+from polku.engine.ingest import Ingestor
+from polku.engine.setup import NewKey, bootstrap
+from polku.web import admin_routes, ingest_routes
+from polku.web.errors import http_error, polku_error, server_error
+from polku.web.metrics import Metrics
+from polku.web.openapi import build_openapi
+from polku.web.responses import json_response
+from polku.web.services import Services, services
+
+log = logging.getLogger("polku")
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    found = services(request)
+    if not found.ready:
+        return json_response({"code": "not_ready", "message": "the store is not open yet"}, status=503)
+    return json_response({"status": "ready", "pending_events": found.log.pending_events()})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = lambda keys: None) -> Starlette:
+    """``on_keys`` receives the keys created at startup (to print them once)."""
+    holder: dict[str, Any] = {}
+    metric_set = Metrics(pending=lambda: holder["log"].pending_events() if "log" in holder else 0)
+    event_log = SqliteEventLog(
+        settings.data_dir,
+        synchronous=settings.synchronous,
+        max_pending_events=settings.max_pending_events,
+        on_commit=metric_set.observe_commit,
+    )
+    holder["log"] = event_log
+    catalog = SqliteCatalog(settings.data_dir, synchronous=settings.synchronous)
+    ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
+    state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
+    openapi = build_openapi()
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(openapi)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await catalog.start()
+        await event_log.start()
+        created = await bootstrap(catalog, write_key=settings.write_key, admin_token=settings.admin_token)
+        on_keys(created)
+        state.ready = True
+        log.info(
+            "polku ready", extra={"data_dir": str(settings.data_dir), "host": settings.host, "port": settings.port}
+        )
+        try:
+            yield
+        finally:
+            state.ready = False
+            await event_log.close()
+            await catalog.close()
+
+    app = Starlette(
+        routes=[
+            *ingest_routes.routes,
+            *admin_routes.routes,
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+        ],
+        exception_handlers={PolkuError: polku_error, HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
+    )
+    app.state.services = state
+    app.state.metrics = metric_set
+    return app

@@ -1,0 +1,98 @@
+"""The Segment HTTP Tracking API and the inbound webhook source."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from polku.connectors.webhook import map_payload
+from polku.core.errors import InvalidInput, LimitExceeded, MalformedBody, NotFound
+from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
+from polku.engine.body import decode_body
+from polku.engine.ingest import IngestResult, probe_object, rejected_single
+from polku.web.auth import basic_username
+from polku.web.responses import json_response
+from polku.web.services import services
+
+_any_json = msgspec.json.Decoder()
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, decompressed per ``Content-Encoding``, never more than the limit."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+        raise LimitExceeded(f"request body is {length} bytes; the limit is {MAX_REQUEST_BYTES} bytes (500 KB)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BYTES:
+            raise LimitExceeded(f"request body exceeds the limit of {MAX_REQUEST_BYTES} bytes (500 KB)")
+        chunks.append(chunk)
+    return decode_body(b"".join(chunks), request.headers.get("content-encoding"))
+
+
+def _result_response(result: IngestResult, single: bool) -> Response:
+    if single:
+        refused = rejected_single(result)
+        if refused is not None:
+            return json_response(refused, status=400)
+    return json_response(result)
+
+
+def message_route(message_type: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        body = await read_body(request)
+        result = await services(request).ingestor.ingest_body(
+            body, message_type=message_type, basic_key=basic_username(request)
+        )
+        return _result_response(result, single=True)
+
+    endpoint.__name__ = f"ingest_{message_type}"
+    return endpoint
+
+
+async def ingest_batch(request: Request) -> Response:
+    body = await read_body(request)
+    result = await services(request).ingestor.ingest_body(body, message_type=None, basic_key=basic_username(request))
+    return _result_response(result, single=False)
+
+
+async def ingest_webhook(request: Request) -> Response:
+    name = request.path_params["source"]
+    body = await read_body(request)
+    ingestor = services(request).ingestor
+    try:
+        payload = _any_json.decode(body)
+    except msgspec.DecodeError as error:
+        raise MalformedBody(f"the body is not valid JSON: {error}") from None
+    key = basic_username(request)
+    if key is None and isinstance(payload, dict):
+        key = probe_object(body).write_key
+    access = await ingestor.write_access(key or request.query_params.get("writeKey"))
+    workspace = await services(request).catalog.workspace(access.credential.workspace)
+    mapping = workspace.config.webhooks.get(name)
+    if mapping is None:
+        raise NotFound(f"no webhook mapping named {name!r} in workspace {workspace.id!r}; add one under `webhooks:`")
+    messages = map_payload(payload, mapping, source=name)
+    if len(messages) > MAX_BATCH_EVENTS:
+        raise InvalidInput(f"webhook payload holds {len(messages)} records; the limit is {MAX_BATCH_EVENTS}")
+    result = await ingestor.ingest_items(
+        messages, access=access, received_at=ingestor.clock(), default_channel=mapping.channel
+    )
+    return json_response(result)
+
+
+routes = [
+    *(
+        Route(f"/v1/{kind}", message_route(kind), methods=["POST"])
+        for kind in ("track", "identify", "page", "screen", "group", "alias")
+    ),
+    Route("/v1/batch", ingest_batch, methods=["POST"]),
+    Route("/v1/import", ingest_batch, methods=["POST"]),  # Segment's alias of /v1/batch
+    Route("/v1/webhooks/{source}", ingest_webhook, methods=["POST"]),
+]

@@ -1,0 +1,302 @@
+"""The OpenAPI 3.1 document, built from the msgspec structs the routes decode and
+encode (so the schemas cannot drift from the code) plus a table of operations.
+
+Starlette has no schema generator of its own that knows msgspec; this module is
+that table, kept beside the routes and checked by schemathesis in the test suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from polku import __version__
+from polku.core.events import BatchEnvelope, Event, RawMessage
+from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
+from polku.engine.ingest import IngestResult
+from polku.web.admin_routes import KeyRequest, SourceRequest
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Invalid input (JSON error body names what and where).",
+        401: "Missing or invalid credentials.",
+        404: "Not found.",
+        409: "Conflict.",
+        413: "A size limit was exceeded.",
+        415: "Unsupported Content-Encoding.",
+        503: "Overloaded; retry after `Retry-After` seconds.",
+    }
+    return {str(code): {"description": text[code], **_json(ERROR)} for code in codes}
+
+
+def _message_schema(kind: str) -> dict[str, Any]:
+    return {"allOf": [{"$ref": "#/components/schemas/RawMessage"}], "description": f"A Segment `{kind}` message."}
+
+
+INGEST_ERRORS = (400, 401, 413, 415, 503)
+WRITE_KEY: list[dict[str, list[str]]] = [{"writeKey": []}]
+ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string", "maxLength": 256},
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest],
+        ref_template="#/components/schemas/{name}",
+    )
+    components["Error"] = {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+    }
+    paths: dict[str, Any] = {}
+    for kind in ("track", "identify", "page", "screen", "group", "alias"):
+        paths[f"/v1/{kind}"] = {
+            "post": {
+                "operationId": f"ingest_{kind}",
+                "summary": f"Record one `{kind}` message (Segment HTTP Tracking API).",
+                "security": WRITE_KEY,
+                "requestBody": {"required": True, **_json(_message_schema(kind))},
+                "responses": {
+                    "200": {"description": "Stored durably.", **_json({"$ref": "#/components/schemas/IngestResult"})},
+                    **_errors(*INGEST_ERRORS),
+                },
+            }
+        }
+    paths["/v1/batch"] = {
+        "post": {
+            "operationId": "ingest_batch",
+            "summary": f"Record up to {MAX_BATCH_EVENTS} messages of any type; invalid ones are quarantined.",
+            "description": f"Request bodies up to {MAX_REQUEST_BYTES} bytes after decompression; 32 KB per message.",
+            "security": WRITE_KEY,
+            "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/BatchEnvelope"})},
+            "responses": {
+                "200": {
+                    "description": "Stored durably; `rejected` lists quarantined items.",
+                    **_json({"$ref": "#/components/schemas/IngestResult"}),
+                },
+                **_errors(*INGEST_ERRORS),
+            },
+        }
+    }
+    paths["/v1/webhooks/{source}"] = {
+        "post": {
+            "operationId": "ingest_webhook",
+            "summary": "Receive a webhook payload mapped to events by the workspace's `webhooks.<source>` mapping.",
+            "security": WRITE_KEY,
+            "parameters": [
+                {
+                    "name": "source",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"},
+                }
+            ],
+            "requestBody": {"required": True, **_json({})},
+            "responses": {
+                "200": {"description": "Stored durably.", **_json({"$ref": "#/components/schemas/IngestResult"})},
+                **_errors(*INGEST_ERRORS, 404),
+            },
+        }
+    }
+    paths["/v1/events"] = {
+        "get": {
+            "operationId": "list_events",
+            "summary": "Events of the workspace in log order, filtered and paged.",
+            "security": ADMIN,
+            "parameters": [
+                _query("identifier", "userId or anonymousId."),
+                _query("user_id", "userId."),
+                _query("anonymous_id", "anonymousId."),
+                _query(
+                    "type",
+                    "Message type.",
+                    {"type": "string", "enum": ["track", "identify", "page", "screen", "group", "alias"]},
+                ),
+                _query("name", "Event name (track) or page/screen name."),
+                _query("channel", "Channel."),
+                _query("since", "Earliest timestamp (ISO 8601), inclusive.", {"type": "string", "format": "date-time"}),
+                _query("until", "Latest timestamp (ISO 8601), exclusive.", {"type": "string", "format": "date-time"}),
+                _query("cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0}),
+                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            ],
+            "responses": {
+                "200": {"description": "A page of events.", **_json({"type": "object"})},
+                **_errors(400, 401),
+            },
+        }
+    }
+    entry_id = [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
+    paths["/v1/quarantine"] = {
+        "get": {
+            "operationId": "list_quarantine",
+            "summary": "Refused messages with their reasons.",
+            "security": ADMIN,
+            "parameters": [
+                _query(
+                    "status", "Which entries.", {"type": "string", "enum": ["open", "resubmitted", "discarded", "all"]}
+                ),
+                _query("cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0}),
+                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            ],
+            "responses": {
+                "200": {"description": "A page of entries.", **_json({"type": "object"})},
+                **_errors(400, 401),
+            },
+        }
+    }
+    paths["/v1/quarantine/{entry_id}"] = {
+        "get": {
+            "operationId": "get_quarantined",
+            "summary": "One quarantine entry.",
+            "security": ADMIN,
+            "parameters": entry_id,
+            "responses": {"200": {"description": "The entry.", **_json({"type": "object"})}, **_errors(400, 401, 404)},
+        }
+    }
+    paths["/v1/quarantine/{entry_id}/resubmit"] = {
+        "post": {
+            "operationId": "resubmit_quarantined",
+            "summary": "Validate the stored (or a corrected) message again and store it.",
+            "security": ADMIN,
+            "parameters": entry_id,
+            "requestBody": {"required": False, **_json({"$ref": "#/components/schemas/RawMessage"})},
+            "responses": {
+                "200": {"description": "Stored.", **_json({"$ref": "#/components/schemas/IngestResult"})},
+                **_errors(400, 401, 404, 409),
+            },
+        }
+    }
+    paths["/v1/quarantine/{entry_id}/discard"] = {
+        "post": {
+            "operationId": "discard_quarantined",
+            "summary": "Mark an entry discarded.",
+            "security": ADMIN,
+            "parameters": entry_id,
+            "responses": {
+                "200": {"description": "Discarded.", **_json({"type": "object"})},
+                **_errors(400, 401, 404, 409),
+            },
+        }
+    }
+    paths["/v1/workspace"] = {
+        "get": {
+            "operationId": "get_workspace",
+            "summary": "The workspace, its sources and configuration.",
+            "security": ADMIN,
+            "responses": {"200": {"description": "The workspace.", **_json({"type": "object"})}, **_errors(401)},
+        }
+    }
+    paths["/v1/workspace/config"] = {
+        "put": {
+            "operationId": "put_workspace_config",
+            "summary": "Replace the workspace configuration (YAML or JSON).",
+            "security": ADMIN,
+            "requestBody": {"required": True, **_json({"type": "object"})},
+            "responses": {"200": {"description": "Stored.", **_json({"type": "object"})}, **_errors(400, 401, 413)},
+        }
+    }
+    paths["/v1/sources"] = {
+        "post": {
+            "operationId": "create_source",
+            "summary": "Add a source with its default channel; returns a new write key.",
+            "security": ADMIN,
+            "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/SourceRequest"})},
+            "responses": {
+                "200": {"description": "The source existed; a new key was added.", **_json({"type": "object"})},
+                "201": {"description": "Created.", **_json({"type": "object"})},
+                **_errors(400, 401),
+            },
+        }
+    }
+    paths["/v1/keys"] = {
+        "get": {
+            "operationId": "list_keys",
+            "summary": "Keys of the workspace (ids only; keys are stored hashed).",
+            "security": ADMIN,
+            "parameters": [_query("kind", "write or admin.", {"type": "string", "enum": ["write", "admin"]})],
+            "responses": {"200": {"description": "The keys.", **_json({"type": "object"})}, **_errors(400, 401)},
+        },
+        "post": {
+            "operationId": "create_key",
+            "summary": "Create a write key (for a source) or an admin token; shown once.",
+            "security": ADMIN,
+            "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/KeyRequest"})},
+            "responses": {"201": {"description": "Created.", **_json({"type": "object"})}, **_errors(400, 401, 404)},
+        },
+    }
+    paths["/v1/keys/{key_id}"] = {
+        "delete": {
+            "operationId": "revoke_key",
+            "summary": "Revoke a key by its id (a prefix of its hash).",
+            "security": ADMIN,
+            "parameters": [
+                {
+                    "name": "key_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{8,64}$"},
+                }
+            ],
+            "responses": {"200": {"description": "Revoked.", **_json({"type": "object"})}, **_errors(400, 401, 404)},
+        }
+    }
+    for path, description in (
+        ("/healthz", "The process is up."),
+        ("/readyz", "The store is open and accepting writes."),
+    ):
+        paths[path] = {
+            "get": {
+                "operationId": path.strip("/"),
+                "summary": description,
+                "responses": {"200": {"description": "OK", **_json({"type": "object"})}, **_errors(503)},
+            }
+        }
+    paths["/metrics"] = {
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics.",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "polku",
+            "version": __version__,
+            "description": "Real-time customer journey orchestration: ingestion API.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "writeKey": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Write key as the Basic username, empty password.",
+                },
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "Admin token."},
+            },
+        },
+    }

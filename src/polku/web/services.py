@@ -1,0 +1,27 @@
+"""What the routes need, built once per app from ``Settings``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from polku.config import Settings
+from polku.engine.ingest import Ingestor
+from polku.ports import Catalog, EventLog
+from polku.web.metrics import Metrics
+
+
+@dataclass
+class Services:
+    settings: Settings
+    log: EventLog
+    catalog: Catalog
+    ingestor: Ingestor
+    metrics: Metrics
+    ready: bool = False
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
