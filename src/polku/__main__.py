@@ -1,0 +1,3 @@
+from polku.cli import main
+
+main()
