@@ -133,3 +133,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 @pytest.fixture
 def server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
     return start_server()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -15,10 +15,11 @@ from rich.table import Table
 
 from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
 from polku.adapters.sqlite.schema import DATABASE_FILE
-from polku.core.errors import PolkuError
+from polku.core.errors import NotFound, PolkuError
 from polku.engine.ingest import Ingestor
+from polku.engine.setup import bootstrap
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 DATA_DIR_HELP = "Directory of the embedded store (env POLKU_DATA_DIR)."
 
 
@@ -27,13 +28,18 @@ async def open_store(
     data_dir: Path, *, create: bool = False
 ) -> AsyncIterator[tuple[SqliteEventLog, SqliteCatalog, Ingestor]]:
     if not create and not (data_dir / DATABASE_FILE).exists():
-        raise PolkuError(
+        raise NotFound(
             f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir"
         )
     log = SqliteEventLog(data_dir)
     catalog = SqliteCatalog(data_dir)
     await catalog.start()
     await log.start()
+    if create:
+        # A store made by `polku import` gets the same default workspace as `serve`.
+        created = await bootstrap(catalog, write_key=None, admin_token=None)
+        for key in created:
+            console.print(f"created {key.kind} key (shown once): {key.key}")
     try:
         yield log, catalog, Ingestor(log, catalog)
     finally:

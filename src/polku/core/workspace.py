@@ -148,6 +148,17 @@ def parse_config(text: str | bytes, *, filename: str = "<config>") -> WorkspaceC
         mark = getattr(error, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}", file=filename) from None
+    # Convert each webhook mapping on its own so an error names it: msgspec's own
+    # path would say `$.webhooks[...]` for a dictionary value.
+    if isinstance(data, dict) and isinstance(data.get("webhooks"), dict):
+        for name, mapping in data["webhooks"].items():
+            try:
+                msgspec.convert(mapping, WebhookMapping)
+            except msgspec.ValidationError as error:
+                message = str(error).replace("$", f"$.webhooks.{name}")
+                if " - at `" not in message:
+                    message += f" - at `$.webhooks.{name}`"
+                raise ConfigError(f"{filename}: {message}", file=filename, field=f"webhooks.{name}") from None
     try:
         config = msgspec.convert(data, WorkspaceConfig)
     except msgspec.ValidationError as error:
