@@ -71,6 +71,10 @@ def serve(
     synchronous: Annotated[
         str | None, typer.Option(help="FULL (fsync each commit; default) or NORMAL (env POLKU_SYNCHRONOUS).")
     ] = None,
+    max_pending_events: Annotated[
+        int | None,
+        typer.Option(help="Events waiting for commit before 503 + Retry-After (env POLKU_MAX_PENDING_EVENTS)."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error (env POLKU_LOG_LEVEL).")] = None,
     access_log: Annotated[bool | None, typer.Option("--access-log/--no-access-log", help="Log every request.")] = None,
 ) -> None:
@@ -89,6 +93,7 @@ def serve(
                 "write_key": write_key,
                 "admin_token": admin_token,
                 "synchronous": synchronous,
+                "max_pending_events": max_pending_events,
                 "log_level": log_level,
                 "access_log": access_log,
             }

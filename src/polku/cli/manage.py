@@ -162,7 +162,11 @@ def keys_create(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, data_dir: DataDir = Path("polku-data"), workspace: Workspace = DEFAULT_WORKSPACE) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (at least 8 characters of it).")],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+) -> None:
     """Revoke a key by its id (servers notice within 5 seconds)."""
     if len(key_id) < 8:
         raise InvalidInput("give at least 8 characters of the key id", field="key_id")
@@ -176,7 +180,7 @@ def keys_revoke(key_id: str, data_dir: DataDir = Path("polku-data"), workspace: 
 
 @sources_app.command("add")
 def sources_add(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Source name: lower-case letters, digits, '-', '_'.")],
     channel: Annotated[
         str, typer.Option(help="Default channel of its events (web, app, email, phone, chat, store, crm, ...).")
     ],
