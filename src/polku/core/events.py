@@ -134,6 +134,10 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _to_millisecond(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def parse_time(value: str, field: str) -> datetime:
     """ISO 8601; a time without an offset is read as UTC."""
     try:
@@ -217,8 +221,11 @@ def normalize(
 
     original_text = message.timestamp or message.original_timestamp
     sent_text = message.sent_at or envelope.sent_at
-    original = parse_time(original_text, "timestamp") if original_text else None
-    sent = parse_time(sent_text, "sentAt") if sent_text else None
+    original = _to_millisecond(parse_time(original_text, "timestamp")) if original_text else None
+    sent = _to_millisecond(parse_time(sent_text, "sentAt")) if sent_text else None
+    # Computed at the millisecond precision the event is stored with, so that the
+    # stored fields satisfy timestamp = receivedAt - (sentAt - originalTimestamp) exactly.
+    received_at = _to_millisecond(received_at)
     if original is not None and sent is not None:
         # Clock-skew correction as Segment defines it: the client's clock may be
         # wrong, but the gap between "happened" and "sent" is measured on it alone.
