@@ -131,30 +131,87 @@ class _Invalid(Exception):
 
 def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC with millisecond precision and a ``Z``, as Segment writes it."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat, unlike strftime("%Y"), writes years before 1000 with four digits.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _to_millisecond(moment: datetime) -> datetime:
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+# Times inside ``normalize`` are integer milliseconds since the epoch: datetime
+# arithmetic, ``replace`` and ``isoformat`` cost ~1 µs each here, several per event,
+# and ingestion runs them for every event. Texts are built from a per-second
+# prefix cache (events of one batch share seconds), so a canonical time costs two
+# dict lookups either way. The caches are memos of pure functions.
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_MS: Final = 86_400_000
+_YEAR_MS: Final = 365 * _DAY_MS
+_MIN_MS: Final = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MAX_MS: Final = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(milliseconds=1)
+_MILLIS_OF: Final = {f"{n:03d}": n for n in range(1000)}
+_MILLIS_TEXT: Final = tuple(f".{n:03d}Z" for n in range(1000))
+_SECONDS_CACHED: Final = 8192
+_second_text: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
+_second_ms: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch milliseconds
+
+
+def _millis(moment: datetime) -> int:
+    """Milliseconds since the epoch of an aware time, truncated like ``format_time``."""
+    delta = moment - _EPOCH
+    return delta.days * _DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def format_millis(ms: int) -> str:
+    """``format_time`` of a time given in milliseconds since the epoch."""
+    second, millis = divmod(ms, 1000)
+    prefix = _second_text.get(second)
+    if prefix is None:
+        prefix = (_EPOCH + timedelta(seconds=second)).isoformat()[:19]
+        if len(_second_text) >= _SECONDS_CACHED:
+            _second_text.clear()
+            _second_ms.clear()
+        _second_text[second] = prefix
+        _second_ms[prefix] = second * 1000
+    return prefix + _MILLIS_TEXT[millis]
+
+
+def _parse_millis(value: str, field: str) -> tuple[int, str]:
+    """``parse_time`` in milliseconds (truncated), with the time's canonical text."""
+    if len(value) == 24 and value[23] == "Z" and value[19] == ".":
+        second_ms = _second_ms.get(value[:19])
+        if second_ms is not None:
+            millis = _MILLIS_OF.get(value[20:23])
+            if millis is not None:
+                return second_ms + millis, value
+    ms = _millis(parse_time(value, field))
+    return ms, format_millis(ms)
+
+
+def time_millis(value: str) -> int:
+    """Milliseconds since the epoch of a stored time (as ``format_time`` writes them)."""
+    return _parse_millis(value, "timestamp")[0]
 
 
 def parse_time(value: str, field: str) -> datetime:
-    """ISO 8601; a time without an offset is read as UTC."""
+    """ISO 8601, returned in UTC; a time without an offset is read as UTC."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise _Invalid("invalid_timestamp", f"`{field}` is not an ISO 8601 time: {value[:64]!r}") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise _Invalid("invalid_timestamp", f"`{field}` is out of range: {value[:64]!r}") from None
 
 
 def _id(value: Id | None, field: str) -> str | None:
     if value is None:
         return None
-    text = str(value) if not isinstance(value, bool) else None
-    if text is None:
+    if type(value) is str:
+        text = value
+    elif isinstance(value, bool):
         raise _Invalid("invalid_field", f"`{field}` must be a string or a number")
+    else:
+        text = str(value)
     if len(text) > MAX_ID_CHARS:
         raise _Invalid("limit_exceeded", f"`{field}` is longer than {MAX_ID_CHARS} characters")
     return text or None
@@ -198,6 +255,19 @@ def _validate(message: RawMessage, message_type: str) -> None:
         raise _Invalid("limit_exceeded", f"`event` is longer than {MAX_ID_CHARS} characters")
 
 
+_last_received: list[tuple[datetime, int, str]] = [(_EPOCH, 0, format_millis(0))]
+
+
+def _received(moment: datetime) -> tuple[int, str]:
+    """The receive time in milliseconds and as text; one batch shares one."""
+    cached = _last_received[0]
+    if cached[0] is not moment:
+        ms = _millis(moment)
+        cached = (moment, ms, format_millis(ms))
+        _last_received[0] = cached
+    return cached[1], cached[2]
+
+
 def normalize(
     message: RawMessage,
     *,
@@ -221,20 +291,23 @@ def normalize(
 
     original_text = message.timestamp or message.original_timestamp
     sent_text = message.sent_at or envelope.sent_at
-    original = _to_millisecond(parse_time(original_text, "timestamp")) if original_text else None
-    sent = _to_millisecond(parse_time(sent_text, "sentAt")) if sent_text else None
+    original_ms, original_iso = _parse_millis(original_text, "timestamp") if original_text else (0, None)
+    sent_ms, sent_iso = _parse_millis(sent_text, "sentAt") if sent_text else (0, None)
     # Computed at the millisecond precision the event is stored with, so that the
     # stored fields satisfy timestamp = receivedAt - (sentAt - originalTimestamp) exactly.
-    received_at = _to_millisecond(received_at)
-    if original is not None and sent is not None:
+    received_ms, received_iso = _received(received_at)
+    if original_iso is not None and sent_iso is not None:
         # Clock-skew correction as Segment defines it: the client's clock may be
         # wrong, but the gap between "happened" and "sent" is measured on it alone.
-        timestamp = received_at - (sent - original)
-    elif original is not None:
-        timestamp = original
+        timestamp_ms = received_ms - (sent_ms - original_ms)
+        if not _MIN_MS <= timestamp_ms <= _MAX_MS:
+            raise _Invalid("invalid_timestamp", "`timestamp` corrected by `sentAt` is out of range")
+        timestamp_iso = None
+    elif original_iso is not None:
+        timestamp_ms, timestamp_iso = original_ms, original_iso
     else:
-        timestamp = received_at
-    if not (datetime(1970, 1, 1, tzinfo=UTC) <= timestamp <= received_at + timedelta(days=365)):
+        timestamp_ms, timestamp_iso = received_ms, received_iso
+    if not 0 <= timestamp_ms <= received_ms + _YEAR_MS:
         raise _Invalid("invalid_timestamp", "`timestamp` is before 1970 or more than a year in the future")
 
     return Event(
@@ -242,10 +315,10 @@ def normalize(
         type=kind,
         channel=channel,
         source=source,
-        timestamp=format_time(timestamp),
-        received_at=format_time(received_at),
-        original_timestamp=format_time(original) if original is not None else None,
-        sent_at=format_time(sent) if sent is not None else None,
+        timestamp=timestamp_iso or format_millis(timestamp_ms),
+        received_at=received_iso,
+        original_timestamp=original_iso,
+        sent_at=sent_iso,
         user_id=_id(message.user_id, "userId"),
         anonymous_id=_id(message.anonymous_id, "anonymousId"),
         event=message.event if kind == "track" else None,
@@ -273,14 +346,14 @@ def _rejected_body(raw: bytes, envelope: Envelope, message_type: str | None) -> 
         return bytes(raw)
     try:
         item = _dict_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return bytes(raw)
     if message_type is not None:
         item["type"] = message_type
-    if envelope.context is not None:
-        item["context"] = _merge(
-            envelope.context, item.get("context") if isinstance(item.get("context"), dict) else None
-        )
+    inner_context = item.get("context")
+    # A context that is not an object is kept as sent: it is what the rejection names.
+    if envelope.context is not None and (inner_context is None or isinstance(inner_context, dict)):
+        item["context"] = _merge(envelope.context, inner_context)
     if envelope.integrations is not None and "integrations" not in item:
         item["integrations"] = envelope.integrations
     if envelope.sent_at is not None and "sentAt" not in item:
@@ -322,6 +395,8 @@ def normalize_or_reject(
         code, reason = "invalid_field", str(error)
     except msgspec.DecodeError as error:
         code, reason = "malformed_json", str(error)
+    except UnicodeDecodeError as error:  # msgspec raises it for invalid UTF-8 inside strings
+        code, reason = "malformed_json", f"the message is not valid UTF-8: {error}"
     except _Invalid as error:
         code, reason = error.code, error.reason
     return Rejection(code=code, reason=reason, body=_rejected_body(bytes(raw), envelope, message_type), index=index)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -138,16 +138,44 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
     return config
 
 
-def parse_config(text: str | bytes, *, filename: str = "<config>") -> WorkspaceConfig:
-    """Parse YAML (a superset of JSON) into a validated ``WorkspaceConfig``."""
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return not value.isascii() and any("\ud800" <= char <= "\udfff" for char in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(key) or _has_lone_surrogate(item) for key, item in value.items())
+    if isinstance(value, list | set):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
+def _load_yaml(text: str | bytes, filename: str) -> Any:
     import yaml
 
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
         raise ConfigError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}", file=filename) from None
+    # PyYAML reads an escaped surrogate pair ("\ud83d\ude00") as two lone surrogates,
+    # which no error message, response or store can encode.
+    if _has_lone_surrogate(data):
+        raise ConfigError(f"{filename}: a string is not valid Unicode (a lone \\uD800-\\uDFFF escape)", file=filename)
+    return data
+
+
+def parse_config(text: str | bytes, *, filename: str = "<config>", allow_empty: bool = True) -> WorkspaceConfig:
+    """Parse YAML (a superset of JSON) into a validated ``WorkspaceConfig``. An empty
+    document (or ``null``) is the empty configuration unless ``allow_empty`` is false."""
+    try:
+        # JSON first, as JSON reads it: json.dumps escapes every emoji as a surrogate pair.
+        data = msgspec.json.decode(text)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        data = _load_yaml(text, filename)
+    if data is None:
+        if not allow_empty:
+            raise ConfigError(f"{filename}: the configuration is empty; send {{}} to clear it", file=filename)
+        data = {}
     # Convert each webhook mapping on its own so an error names it: msgspec's own
     # path would say `$.webhooks[...]` for a dictionary value.
     if isinstance(data, dict) and isinstance(data.get("webhooks"), dict):

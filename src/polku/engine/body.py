@@ -28,13 +28,22 @@ def decode_body(body: bytes, content_encoding: str | None, *, limit: int = MAX_R
         wbits = _DEFLATE_WBITS
     else:
         raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send identity, gzip or deflate")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        inflated = inflater.decompress(body, limit + 1)
-    except zlib.error as error:
-        raise MalformedBody(f"body is not valid {encoding} data: {error}") from None
-    if len(inflated) > limit:
-        raise LimitExceeded(f"{encoding} body inflates past the limit of {limit} bytes (500 KB)", limit=limit)
-    if not inflater.eof:
-        raise MalformedBody(f"{encoding} body is truncated")
-    return inflated
+    inflated = b""
+    remaining = body
+    # A gzip body may hold several members (RFC 1952); each is inflated under what
+    # is left of the limit, and data after the end of a stream is never ignored.
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            inflated += inflater.decompress(remaining, limit + 1 - len(inflated))
+        except zlib.error as error:
+            raise MalformedBody(f"body is not valid {encoding} data: {error}") from None
+        if len(inflated) > limit:
+            raise LimitExceeded(f"{encoding} body inflates past the limit of {limit} bytes (500 KB)", limit=limit)
+        if not inflater.eof:
+            raise MalformedBody(f"{encoding} body is truncated")
+        remaining = inflater.unused_data
+        if not remaining:
+            return inflated
+        if wbits == _DEFLATE_WBITS:
+            raise MalformedBody("deflate body has data after the end of its stream")

@@ -79,6 +79,9 @@ async def import_file(
             report.add(await in_flight, in_flight_size)
         in_flight = asyncio.create_task(ingestor.append(source, events, rejections, ingestor.clock()))
         in_flight_size = len(chunk.messages)
+        # Let the append reach the writer's queue now, so that the commit overlaps
+        # the parsing of the next chunk instead of following it.
+        await asyncio.sleep(0)
         progress(chunk.bytes_read)
     if in_flight is not None:
         report.add(await in_flight, in_flight_size)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
-from polku.core.errors import InvalidInput, LimitExceeded, MalformedBody, NotFound, Unauthorized
+from polku.core.errors import Conflict, InvalidInput, LimitExceeded, MalformedBody, NotFound, Unauthorized
 from polku.core.events import (
     EMPTY_ENVELOPE,
     BatchEnvelope,
@@ -217,6 +217,8 @@ class Ingestor:
         """Run a quarantined message (or its corrected body) through validation again.
         Valid: appended and the entry marked resubmitted, in one transaction."""
         entry = await self.log.quarantine_entry(workspace, entry_id)
+        if entry.status != "open":  # before validating: a resolved entry's stored body is moot
+            raise Conflict(f"quarantine entry {entry_id} is already {entry.status}")
         try:
             source = await self.catalog.source(workspace, entry.source)
         except NotFound:

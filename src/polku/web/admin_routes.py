@@ -164,7 +164,8 @@ async def get_workspace(request: Request) -> Response:
 async def put_config(request: Request) -> Response:
     credential = await admin_access(request, services(request).catalog)
     body = await read_body(request)
-    config = parse_config(body, filename="request body")
+    # A lost body must not wipe the webhook mappings: clearing them takes an explicit {}.
+    config = parse_config(body, filename="request body", allow_empty=False)
     await services(request).catalog.set_config(credential.workspace, config)
     return json_response({"config": config})
 
@@ -245,6 +246,11 @@ async def revoke_key(request: Request) -> Response:
     return json_response(credential_json(revoked))
 
 
+async def keys(request: Request) -> Response:
+    """GET lists, POST creates: one route, so that a 405 names both in `Allow`."""
+    return await (create_key if request.method == "POST" else list_keys)(request)
+
+
 routes = [
     Route("/v1/events", list_events, methods=["GET"]),
     Route("/v1/quarantine", list_quarantine, methods=["GET"]),
@@ -254,7 +260,6 @@ routes = [
     Route("/v1/workspace", get_workspace, methods=["GET"]),
     Route("/v1/workspace/config", put_config, methods=["PUT"]),
     Route("/v1/sources", create_source, methods=["POST"]),
-    Route("/v1/keys", list_keys, methods=["GET"]),
-    Route("/v1/keys", create_key, methods=["POST"]),
+    Route("/v1/keys", keys, methods=["GET", "POST"]),
     Route("/v1/keys/{key_id}", revoke_key, methods=["DELETE"]),
 ]

@@ -32,7 +32,8 @@ async def polku_error(request: Request, error: Exception) -> Response:
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     code = HTTP_CODES.get(error.status_code, "http_error")
-    return json_response({"code": code, "message": str(error.detail)}, status=error.status_code)
+    # Starlette's own headers matter: a 405 carries `Allow` (RFC 9110).
+    return json_response({"code": code, "message": str(error.detail)}, status=error.status_code, headers=error.headers)
 
 
 async def server_error(request: Request, error: Exception) -> Response:

@@ -22,18 +22,31 @@ _any_json = msgspec.json.Decoder()
 
 
 async def read_body(request: Request) -> bytes:
-    """The body, decompressed per ``Content-Encoding``, never more than the limit."""
+    """The body, decompressed per ``Content-Encoding``, never more than the limit,
+    and valid UTF-8 (every body polku reads is JSON or YAML text)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-        raise LimitExceeded(f"request body is {length} bytes; the limit is {MAX_REQUEST_BYTES} bytes (500 KB)")
+        raise LimitExceeded(
+            f"request body is {length} bytes; the limit is {MAX_REQUEST_BYTES} bytes (500 KB)", limit=MAX_REQUEST_BYTES
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_REQUEST_BYTES:
-            raise LimitExceeded(f"request body exceeds the limit of {MAX_REQUEST_BYTES} bytes (500 KB)")
+            raise LimitExceeded(
+                f"request body exceeds the limit of {MAX_REQUEST_BYTES} bytes (500 KB)", limit=MAX_REQUEST_BYTES
+            )
         chunks.append(chunk)
-    return decode_body(b"".join(chunks), request.headers.get("content-encoding"))
+    body = decode_body(b"".join(chunks), request.headers.get("content-encoding"))
+    # Checked here, for the whole request: msgspec validates UTF-8 only in the
+    # strings it decodes, and raises UnicodeDecodeError rather than DecodeError.
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise MalformedBody(f"the body is not valid UTF-8: {error}") from None
+    return body
 
 
 def _result_response(result: IngestResult, single: bool) -> Response:

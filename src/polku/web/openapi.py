@@ -11,8 +11,9 @@ from typing import Any
 import msgspec
 
 from polku import __version__
-from polku.core.events import BatchEnvelope, Event, RawMessage
-from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
+from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, BatchEnvelope, Event, RawMessage
+from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
+from polku.core.workspace import NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
 from polku.web.admin_routes import KeyRequest, SourceRequest
 
@@ -36,8 +37,34 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): {"description": text[code], **_json(ERROR)} for code in codes}
 
 
+ID = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}, {"type": "integer"}]}
+REQUIRED_BY_TYPE = {"track": "event", "group": "groupId", "alias": "previousId"}
+
+
 def _message_schema(kind: str) -> dict[str, Any]:
-    return {"allOf": [{"$ref": "#/components/schemas/RawMessage"}], "description": f"A Segment `{kind}` message."}
+    """What a single-message endpoint needs beyond ``RawMessage``'s types. A message
+    the schema admits can still be refused with 400 (and quarantined) for what JSON
+    Schema cannot say: a timestamp before 1970, a message over 32 KB."""
+    rules: list[dict[str, Any]] = [
+        {"$ref": "#/components/schemas/RawMessage"},
+        {
+            "anyOf": [
+                {"required": ["userId"], "properties": {"userId": ID}},
+                {"required": ["anonymousId"], "properties": {"anonymousId": ID}},
+            ]
+        },
+    ]
+    field = REQUIRED_BY_TYPE.get(kind)
+    if field == "event":
+        rules.append(
+            {
+                "required": ["event"],
+                "properties": {"event": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS}},
+            }
+        )
+    elif field is not None:
+        rules.append({"required": [field], "properties": {field: ID}})
+    return {"allOf": rules, "description": f"A Segment `{kind}` message: `userId` or `anonymousId` is required."}
 
 
 INGEST_ERRORS = (400, 401, 413, 415, 503)
@@ -57,9 +84,22 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest],
+        [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest, WorkspaceConfig],
         ref_template="#/components/schemas/{name}",
     )
+    # What the routes check beyond the structs' types, so that the document admits
+    # only requests the server can accept.
+    components["SourceRequest"]["properties"]["name"]["pattern"] = f"^{NAME_PATTERN.pattern}$"
+    components["SourceRequest"]["properties"]["channel"]["pattern"] = f"^{CHANNEL_PATTERN.pattern}$"
+    components["KeyRequest"]["anyOf"] = [
+        {"properties": {"kind": {"const": "admin"}}},
+        {"required": ["source"], "properties": {"source": {"type": "string"}}},
+    ]
+    components["KeyRequest"]["description"] = "An admin token, or a write key for an existing `source`."
+    components["BatchEnvelope"]["properties"]["batch"]["maxItems"] = MAX_BATCH_EVENTS
+    components["WorkspaceConfig"]["properties"]["webhooks"]["propertyNames"] = {"pattern": f"^{NAME_PATTERN.pattern}$"}
+    components["WebhookMapping"]["properties"]["channel"]["pattern"] = f"^{CHANNEL_PATTERN.pattern}$"
+    components["WebhookMapping"]["properties"]["type"]["enum"] = sorted(MESSAGE_TYPES)
     components["Error"] = {
         "type": "object",
         "required": ["code", "message"],
@@ -126,14 +166,16 @@ def build_openapi() -> dict[str, Any]:
                 _query("anonymous_id", "anonymousId."),
                 _query(
                     "type",
-                    "Message type.",
-                    {"type": "string", "enum": ["track", "identify", "page", "screen", "group", "alias"]},
+                    "Message type; empty, like every filter here, means any.",
+                    {"type": "string", "enum": ["", "track", "identify", "page", "screen", "group", "alias"]},
                 ),
                 _query("name", "Event name (track) or page/screen name."),
                 _query("channel", "Channel."),
                 _query("since", "Earliest timestamp (ISO 8601), inclusive.", {"type": "string", "format": "date-time"}),
                 _query("until", "Latest timestamp (ISO 8601), exclusive.", {"type": "string", "format": "date-time"}),
-                _query("cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0}),
+                _query(
+                    "cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0, "maximum": 2**62}
+                ),
                 _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
             ],
             "responses": {
@@ -142,7 +184,14 @@ def build_openapi() -> dict[str, Any]:
             },
         }
     }
-    entry_id = [{"name": "entry_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}]
+    entry_id = [
+        {
+            "name": "entry_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+        }
+    ]
     paths["/v1/quarantine"] = {
         "get": {
             "operationId": "list_quarantine",
@@ -152,7 +201,9 @@ def build_openapi() -> dict[str, Any]:
                 _query(
                     "status", "Which entries.", {"type": "string", "enum": ["open", "resubmitted", "discarded", "all"]}
                 ),
-                _query("cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0}),
+                _query(
+                    "cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0, "maximum": 2**62}
+                ),
                 _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
             ],
             "responses": {
@@ -208,7 +259,8 @@ def build_openapi() -> dict[str, Any]:
             "operationId": "put_workspace_config",
             "summary": "Replace the workspace configuration (YAML or JSON).",
             "security": ADMIN,
-            "requestBody": {"required": True, **_json({"type": "object"})},
+            "description": "The mappings' JMESPath expressions are compiled on the way in; one that does not compile is a 400.",
+            "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/WorkspaceConfig"})},
             "responses": {"200": {"description": "Stored.", **_json({"type": "object"})}, **_errors(400, 401, 413)},
         }
     }

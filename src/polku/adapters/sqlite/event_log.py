@@ -8,7 +8,6 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -17,7 +16,7 @@ import msgspec
 from polku.adapters.sqlite.schema import DATABASE_FILE, Synchronous, connect, open_database
 from polku.adapters.sqlite.writer import CommitStats, Writer
 from polku.core.errors import Conflict, NotFound
-from polku.core.events import Event
+from polku.core.events import Event, time_millis
 from polku.ports import (
     AppendBatch,
     AppendResult,
@@ -30,10 +29,13 @@ from polku.ports import (
 
 T = TypeVar("T")
 
-INSERT_EVENT: Final = (
+INSERT_EVENTS: Final = (
     "INSERT OR IGNORE INTO events (workspace, message_id, type, name, user_id, anonymous_id, channel, ts_ms, received_ms, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES "
 )
+EVENT_VALUES: Final = "(?,?,?,?,?,?,?,?,?,?)"
+EVENT_COLUMNS: Final = 10
+INSERT_EVENT: Final = INSERT_EVENTS + EVENT_VALUES
 INSERT_QUARANTINE: Final = (
     "INSERT INTO quarantine (workspace, source, received_ms, code, reason, body) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -41,10 +43,6 @@ QUARANTINE_COLUMNS: Final = "id, workspace, source, received_ms, code, reason, b
 
 _encode = msgspec.json.Encoder().encode
 _decode_event = msgspec.json.Decoder(Event).decode
-
-
-def _millis(iso: str) -> int:
-    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
@@ -56,10 +54,41 @@ def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
         event.user_id,
         event.anonymous_id,
         event.channel,
-        _millis(event.timestamp),
-        _millis(event.received_at),
+        time_millis(event.timestamp),
+        time_millis(event.received_at),
         _encode(event),
     )
+
+
+# Rows go in as multi-row INSERTs of these sizes (a few cached statements), not
+# ``executemany``: that runs one statement per row, and each one hands the GIL to
+# the event loop and waits to get it back (up to the 5 ms switch interval while
+# the loop parses requests). 1,024 rows x 10 columns stays under SQLite's limit of
+# 32,766 parameters.
+_INSERT_SIZES: Final = (1024, 256, 64, 16, 4, 1)
+_INSERT_SQL: Final = {size: INSERT_EVENTS + ",".join([EVENT_VALUES] * size) for size in _INSERT_SIZES}
+
+
+def event_parameters(workspace: str, events: list[Event]) -> list[Any]:
+    """The rows of ``events``, flattened into one parameter list."""
+    parameters: list[Any] = []
+    extend = parameters.extend
+    for event in events:
+        extend(event_row(workspace, event))
+    return parameters
+
+
+def insert_events(connection: sqlite3.Connection, parameters: list[Any]) -> int:
+    """Insert flattened rows (``event_parameters``); the number stored, duplicates
+    of stored messageIds left out."""
+    before = connection.total_changes
+    rows = len(parameters) // EVENT_COLUMNS
+    start = 0
+    for size in _INSERT_SIZES:
+        while rows - start >= size:
+            connection.execute(_INSERT_SQL[size], parameters[start * EVENT_COLUMNS : (start + size) * EVENT_COLUMNS])
+            start += size
+    return connection.total_changes - before
 
 
 def _quarantine_entry(row: tuple[Any, ...]) -> QuarantineEntry:
@@ -116,22 +145,24 @@ class SqliteEventLog:
 
     async def append(self, batch: AppendBatch) -> AppendResult:
         assert self._writer is not None, "start() the event log first"
-        rows = [event_row(batch.workspace, event) for event in batch.events]
+        parameters = event_parameters(batch.workspace, batch.events)
+        count = len(batch.events)
         rejected = [
             (batch.workspace, batch.source, batch.received_ms, rejection.code, rejection.reason, rejection.body)
             for rejection in batch.rejections
         ]
 
         def work(connection: sqlite3.Connection) -> AppendResult:
-            before = connection.total_changes
-            if rows:
-                connection.executemany(INSERT_EVENT, rows)
-            accepted = connection.total_changes - before
+            accepted = insert_events(connection, parameters)
             if rejected:
                 connection.executemany(INSERT_QUARANTINE, rejected)
-            return AppendResult(accepted=accepted, duplicates=len(rows) - accepted, quarantined=len(rejected))
+            return AppendResult(accepted=accepted, duplicates=count - accepted, quarantined=len(rejected))
 
-        result: AppendResult = await self._writer.submit(work, weight=max(1, len(rows) + len(rejected)))
+        # No savepoint: the work raises nothing but SQLite errors, which fail the
+        # whole commit anyway.
+        result: AppendResult = await self._writer.submit(
+            work, weight=max(1, count + len(rejected)), isolated=False
+        )
         return result
 
     async def resolve_quarantined(

@@ -22,7 +22,7 @@ from polku.core.errors import PolkuError, Unavailable
 
 Work = Callable[[sqlite3.Connection], Any]
 """A unit of work run inside the group transaction; may raise ``PolkuError`` to fail
-only itself (it runs in a savepoint)."""
+only itself (it runs in a savepoint, unless submitted with ``isolated=False``)."""
 
 MAX_EVENTS_PER_COMMIT: Final = 20_000
 
@@ -31,6 +31,7 @@ MAX_EVENTS_PER_COMMIT: Final = 20_000
 class _Job:
     work: Work
     weight: int
+    isolated: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     outcome: Any = None
@@ -70,8 +71,13 @@ class Writer:
     def pending(self) -> int:
         return self._pending
 
-    async def submit(self, work: Work, weight: int = 1) -> Any:
-        """Run ``work`` in the next group commit and return its result once durable."""
+    async def submit(self, work: Work, weight: int = 1, *, isolated: bool = True) -> Any:
+        """Run ``work`` in the next group commit and return its result once durable.
+
+        ``isolated=False`` skips the job's savepoint, for work that never raises
+        ``PolkuError`` (plain appends): each statement the writer runs hands the GIL
+        to the event loop and back, which costs more than SQLite's own work when
+        the loop is busy, so a commit should run as few statements as it can."""
         if self._thread is None:
             raise Unavailable("the event log is not running")
         with self._lock:
@@ -82,7 +88,7 @@ class Writer:
                 )
             self._pending += weight
         loop = asyncio.get_running_loop()
-        job = _Job(work=work, weight=weight, loop=loop, future=loop.create_future())
+        job = _Job(work=work, weight=weight, isolated=isolated, loop=loop, future=loop.create_future())
         self._queue.put(job)
         return await job.future
 
@@ -114,6 +120,9 @@ class Writer:
         try:
             connection.execute("BEGIN IMMEDIATE")
             for job in jobs:
+                if not job.isolated:
+                    job.outcome = job.work(connection)
+                    continue
                 connection.execute("SAVEPOINT job")
                 try:
                     job.outcome = job.work(connection)
