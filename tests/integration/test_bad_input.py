@@ -158,6 +158,27 @@ BAD_REQUESTS = [
         "unsupported_encoding",
         {"Authorization": BASIC, "Content-Encoding": "br"},
     ),
+    BadRequest(
+        "nested 5,000 deep, single", "/v1/track", b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "malformed_json"
+    ),
+    BadRequest(
+        "nested 5,000 deep, batch item",
+        "/v1/batch",
+        b'{"batch": [{"type": "track", "userId": "u", "event": "E", "properties": {"a": '
+        + b"[" * 5000
+        + b"]" * 5000
+        + b"}}]}",
+        400,
+        "malformed_json",
+    ),
+    BadRequest(
+        "a thousand gzip members",
+        "/v1/batch",
+        b"".join(gzip.compress(b" ") for _ in range(1000)) + gzip.compress(VALID_BATCH),
+        400,
+        "malformed_json",
+        GZIP_JSON,
+    ),
     BadRequest("no credentials, single", "/v1/track", VALID_TRACK, 401, "unauthorized", {}),
     BadRequest("no credentials, batch", "/v1/batch", VALID_BATCH, 401, "unauthorized", {}),
     BadRequest(

@@ -77,8 +77,8 @@ def test_quarantined_message_can_be_corrected_and_resubmitted(tmp_path: Path) ->
     write_jsonl(source, [{"type": "track", "userId": "u9", "messageId": "fix-me"}])
     polku("import", str(source), "--data-dir", str(data_dir))
     [entry] = json.loads(polku("quarantine", "list", "--data-dir", str(data_dir), "--format", "json").stdout)
-    still_bad = polku("quarantine", "resubmit", str(entry["id"]), "--data-dir", str(data_dir)).stderr
-    assert "still invalid" in still_bad
+    still_bad = polku("quarantine", "resubmit", str(entry["id"]), "--data-dir", str(data_dir), check=False)
+    assert still_bad.returncode == 2 and "still invalid" in still_bad.stderr
     corrected = tmp_path / "fixed.json"
     corrected.write_text('{"type": "track", "userId": "u9", "messageId": "fix-me", "event": "Fixed"}')
     out = polku(
@@ -142,3 +142,30 @@ def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
     result = polku("export", "events", "--data-dir", str(tmp_path / "nothing"), check=False)
     assert result.returncode == 2
     assert "no polku store in" in result.stderr
+
+
+def test_exported_events_reimport_with_their_original_timestamps(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    source = tmp_path / "history.jsonl"
+    # A Segment archive line from years ago: already received, already corrected.
+    archived = {
+        "type": "track",
+        "userId": "u1",
+        "event": "Bought",
+        "messageId": "old-1",
+        "timestamp": "2021-03-04T05:06:07.000Z",
+        "originalTimestamp": "2021-03-04T05:06:09.000Z",
+        "sentAt": "2021-03-04T05:06:10.000Z",
+        "receivedAt": "2021-03-04T05:06:08.000Z",
+    }
+    write_jsonl(source, [archived])
+    polku("import", str(source), "--data-dir", str(first))
+    [stored] = exported(first)
+    assert stored["timestamp"] == "2021-03-04T05:06:07.000Z"
+    assert stored["originalTimestamp"] == "2021-03-04T05:06:09.000Z"
+    dump = tmp_path / "dump.jsonl"
+    polku("export", "events", "--data-dir", str(first), "--out", str(dump))
+    report = json.loads(polku("import", str(dump), "--data-dir", str(second), "--output", "json").stdout)
+    assert report["accepted"] == 1 and report["quarantined"] == 0
+    [again] = exported(second)
+    assert (again["messageId"], again["timestamp"]) == ("old-1", "2021-03-04T05:06:07.000Z")

@@ -91,3 +91,24 @@ def test_sources_and_keys_over_the_api(server: ServerProcess) -> None:
         assert intruder.get("/v1/events").status_code == 401
     with server.writer() as writer:  # a write key is not an admin token
         assert writer.get("/v1/events").status_code == 401
+
+
+def test_browsers_may_call_the_api_from_any_origin(server: ServerProcess) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        preflight = client.options(
+            "/v1/batch",
+            headers={
+                "Origin": "https://shop.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        sent = client.post(
+            "/v1/track",
+            headers={"Origin": "https://shop.example", "Content-Type": "text/plain"},
+            content=b'{"writeKey": "test-write-key", "userId": "u", "event": "Viewed"}',
+        )
+    assert sent.status_code == 200
+    assert sent.headers["access-control-allow-origin"] == "*"

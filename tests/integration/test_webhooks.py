@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from tests.conftest import ServerProcess
+import json
+
+import httpx
+from tests.conftest import WRITE_KEY, ServerProcess
 
 CONFIG = """
 webhooks:
@@ -62,3 +65,24 @@ def test_unknown_webhook_source_and_bad_config_are_clear_errors(server: ServerPr
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_config"
     assert "webhooks.x.event" in response.json()["message"]
+
+
+def test_secrets_never_reach_stored_data_and_unmapped_payloads_are_kept(server: ServerProcess) -> None:
+    with server.admin() as admin:
+        assert admin.put("/v1/workspace/config", content=CONFIG).status_code == 200
+    with httpx.Client(base_url=server.url) as client:
+        body = {
+            "writeKey": WRITE_KEY,
+            "calls": [{"call_id": "c9", "customer": {"id": "u9"}, "ended_at": "2024-03-01T10:00:00Z"}],
+        }
+        assert client.post("/v1/webhooks/callcenter", json=body).status_code == 200
+        unmapped = client.post("/v1/webhooks/helpdesk", json={"writeKey": WRITE_KEY, "ticket": 5})
+        refused = client.post("/v1/batch", json={"writeKey": WRITE_KEY, "batch": [{"type": "track", "userId": "u"}]})
+    assert unmapped.status_code == 404 and unmapped.json()["quarantined"] is True
+    assert refused.json()["rejected"][0]["code"] == "missing_field"
+    with server.admin() as admin:
+        entries = admin.get("/v1/quarantine").json()["entries"]
+    assert [e["code"] for e in entries] == ["no_mapping", "missing_field"]
+    assert json.loads(entries[0]["body"]) == {"ticket": 5}
+    stored = json.dumps([server.all_events(), entries])
+    assert WRITE_KEY not in stored

@@ -571,7 +571,10 @@ def test_every_rejected_object_keeps_all_its_fields(
     if isinstance(outcome, Event):
         return
     body = msgspec.json.decode(outcome.body)
+    assert "writeKey" not in body  # a secret is never kept in the quarantine
     for key, value in message.items():
+        if key == "writeKey":
+            continue
         if key == "type" and message_type is not None:
             assert body[key] == message_type
         elif key == "context" and envelope.context is not None and isinstance(value, dict | None):

@@ -12,11 +12,11 @@ import msgspec
 import typer
 
 from polku.cli.store import DATA_DIR_HELP, console, emit, open_store
-from polku.core.errors import InvalidInput
+from polku.core.errors import Conflict, InvalidInput
 from polku.core.events import format_time
 from polku.core.workspace import KeyKind, parse_config
 from polku.engine.setup import DEFAULT_WORKSPACE, add_key, ensure_source
-from polku.web.admin_routes import credential_json, quarantine_json
+from polku.engine.views import credential_json, quarantine_json
 
 quarantine_app = typer.Typer(help="List, re-submit and discard refused messages.", no_args_is_help=True)
 keys_app = typer.Typer(help="Write keys and admin tokens.", no_args_is_help=True)
@@ -100,8 +100,11 @@ def quarantine_resubmit(
                     outcomes.append(f"{entry_id}: still invalid: {error.message}")
         return outcomes
 
-    for line in _run(go()):
+    outcomes = _run(go())
+    for line in outcomes:
         console.print(line)
+    if any("still invalid" in line for line in outcomes):
+        raise typer.Exit(code=2)
 
 
 @quarantine_app.command("discard")
@@ -192,7 +195,10 @@ def sources_add(
     async def go() -> Any:
         async with open_store(data_dir) as (_log, catalog, _ingestor):
             await catalog.workspace(workspace)
-            await ensure_source(catalog, workspace, name, channel)
+            if not await ensure_source(catalog, workspace, name, channel):
+                raise Conflict(
+                    f"source {name!r} exists; create another key with `polku keys create write --source {name}`"
+                )
             return await add_key(catalog, "write", workspace, name, label=f"source {name}")
 
     emit(_run(go()), "json")

@@ -63,6 +63,7 @@ class RawMessage(msgspec.Struct, rename="camel", omit_defaults=True):
     timestamp: str | None = None
     original_timestamp: str | None = None
     sent_at: str | None = None
+    received_at: str | None = None
     write_key: str | None = None
 
 
@@ -289,14 +290,22 @@ def normalize(
     context = _merge(envelope.context, message.context)
     channel = channel_of(context, default_channel)
 
-    original_text = message.timestamp or message.original_timestamp
+    # A message that carries `receivedAt` was received by a collector before (a polku
+    # export, a Segment archive): its `timestamp` is already corrected, and a second
+    # correction against today's receive time would move it to the import date.
+    already_received = message.received_at is not None and bool(message.timestamp)
+    original_text = (
+        message.original_timestamp if already_received else (message.timestamp or message.original_timestamp)
+    )
     sent_text = message.sent_at or envelope.sent_at
     original_ms, original_iso = _parse_millis(original_text, "timestamp") if original_text else (0, None)
     sent_ms, sent_iso = _parse_millis(sent_text, "sentAt") if sent_text else (0, None)
     # Computed at the millisecond precision the event is stored with, so that the
     # stored fields satisfy timestamp = receivedAt - (sentAt - originalTimestamp) exactly.
     received_ms, received_iso = _received(received_at)
-    if original_iso is not None and sent_iso is not None:
+    if already_received:
+        timestamp_ms, timestamp_iso = _parse_millis(message.timestamp or "", "timestamp")
+    elif original_iso is not None and sent_iso is not None:
         # Clock-skew correction as Segment defines it: the client's clock may be
         # wrong, but the gap between "happened" and "sent" is measured on it alone.
         timestamp_ms = received_ms - (sent_ms - original_ms)
@@ -342,12 +351,14 @@ def _rejected_body(raw: bytes, envelope: Envelope, message_type: str | None) -> 
     """The item with the batch-level fields (and the endpoint's type) merged in, so
     that it can be re-submitted on its own. Bytes that are not a JSON object are
     kept as they came."""
-    if envelope is EMPTY_ENVELOPE and message_type is None:
+    if envelope is EMPTY_ENVELOPE and message_type is None and b"writeKey" not in raw:
         return bytes(raw)
     try:
         item = _dict_decoder.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return bytes(raw)
+    # A write key is a secret: the quarantine (readable by admins) never keeps one.
+    item.pop("writeKey", None)
     if message_type is not None:
         item["type"] = message_type
     inner_context = item.get("context")
@@ -397,6 +408,8 @@ def normalize_or_reject(
         code, reason = "malformed_json", str(error)
     except UnicodeDecodeError as error:  # msgspec raises it for invalid UTF-8 inside strings
         code, reason = "malformed_json", f"the message is not valid UTF-8: {error}"
+    except RecursionError:
+        code, reason = "malformed_json", "the message is nested too deeply"
     except _Invalid as error:
         code, reason = error.code, error.reason
     return Rejection(code=code, reason=reason, body=_rejected_body(bytes(raw), envelope, message_type), index=index)

@@ -151,8 +151,21 @@ def _has_lone_surrogate(value: object) -> bool:
 def _load_yaml(text: str | bytes, filename: str) -> Any:
     import yaml
 
+    class NoAliasLoader(yaml.SafeLoader):
+        """Refuses YAML aliases: nested aliases expand exponentially (a "billion
+        laughs" document), and a configuration never needs them."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise ConfigError(
+                    f"{filename}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*name) are not allowed",
+                    file=filename,
+                )
+            return super().compose_node(parent, index)
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=NoAliasLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename

@@ -12,6 +12,9 @@ import zlib
 from polku.core.errors import LimitExceeded, MalformedBody, UnsupportedEncoding
 from polku.core.limits import MAX_REQUEST_BYTES
 
+MAX_GZIP_MEMBERS = 64
+"""SDKs send one member; a few concatenated ones are legal; thousands are an attack."""
+
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _DEFLATE_WBITS = zlib.MAX_WBITS
 
@@ -28,22 +31,26 @@ def decode_body(body: bytes, content_encoding: str | None, *, limit: int = MAX_R
         wbits = _DEFLATE_WBITS
     else:
         raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send identity, gzip or deflate")
-    inflated = b""
+    parts: list[bytes] = []
+    size = 0
     remaining = body
     # A gzip body may hold several members (RFC 1952); each is inflated under what
     # is left of the limit, and data after the end of a stream is never ignored.
-    while True:
+    for _member in range(MAX_GZIP_MEMBERS):
         inflater = zlib.decompressobj(wbits)
         try:
-            inflated += inflater.decompress(remaining, limit + 1 - len(inflated))
+            part = inflater.decompress(remaining, limit + 1 - size)
         except zlib.error as error:
             raise MalformedBody(f"body is not valid {encoding} data: {error}") from None
-        if len(inflated) > limit:
+        parts.append(part)
+        size += len(part)
+        if size > limit:
             raise LimitExceeded(f"{encoding} body inflates past the limit of {limit} bytes (500 KB)", limit=limit)
         if not inflater.eof:
             raise MalformedBody(f"{encoding} body is truncated")
         remaining = inflater.unused_data
         if not remaining:
-            return inflated
+            return b"".join(parts)
         if wbits == _DEFLATE_WBITS:
             raise MalformedBody("deflate body has data after the end of its stream")
+    raise MalformedBody(f"{encoding} body has more than {MAX_GZIP_MEMBERS} members")

@@ -74,6 +74,8 @@ def probe_object(body: bytes) -> WriteKeyProbe:
         raise InvalidInput(f"the body must be a JSON object ({error})", code="invalid_body") from None
     except msgspec.DecodeError as error:
         raise MalformedBody(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise MalformedBody("the body is nested too deeply") from None
 
 
 class Ingestor:
@@ -131,6 +133,8 @@ class Ingestor:
             raise InvalidInput(
                 f"a batch body needs a `batch` array of messages ({error})", code="invalid_body"
             ) from None
+        except RecursionError:
+            raise MalformedBody("the body is nested too deeply") from None
         if len(envelope.batch) > MAX_BATCH_EVENTS:
             raise LimitExceeded(
                 f"batch holds {len(envelope.batch)} messages; the limit is {MAX_BATCH_EVENTS}", limit=MAX_BATCH_EVENTS

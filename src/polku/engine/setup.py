@@ -58,20 +58,19 @@ async def ensure_source(catalog: Catalog, workspace: str, name: str, channel: st
 
 
 async def bootstrap(catalog: Catalog, *, write_key: str | None, admin_token: str | None) -> list[NewKey]:
-    """Create the default workspace on first start (with a random write key and admin
-    token), and the given keys whenever they are missing. Returns the keys created."""
+    """Create the default workspace on first start, with a random write key and admin
+    token unless keys are given; the given keys whenever they are missing. Returns the
+    keys created. Idempotent, so a start that crashed half-way is completed by the
+    next one: a random key is made whenever the workspace has never had one of its
+    kind (a revoked key still counts, so revoking every key does not bring one back)."""
     created: list[NewKey] = []
-    first_start = await catalog.create_workspace(
-        Workspace(id=DEFAULT_WORKSPACE, name="Default workspace", created_at=_now())
-    )
+    await catalog.create_workspace(Workspace(id=DEFAULT_WORKSPACE, name="Default workspace", created_at=_now()))
     await ensure_source(catalog, DEFAULT_WORKSPACE, DEFAULT_SOURCE, DEFAULT_CHANNEL)
     wanted: list[tuple[KeyKind, str | None, str | None]] = [
         ("write", DEFAULT_SOURCE, write_key),
         ("admin", None, admin_token),
     ]
     for kind, source, given in wanted:
-        if given is None and not first_start:
-            continue
         if given is None and await catalog.credentials(DEFAULT_WORKSPACE, kind):
             continue
         new = await add_key(catalog, kind, DEFAULT_WORKSPACE, source, key=given, label="bootstrap")

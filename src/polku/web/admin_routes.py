@@ -10,11 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from polku.core.errors import InvalidInput
+from polku.core.errors import Conflict, InvalidInput
 from polku.core.events import MESSAGE_TYPES, format_time, parse_time
-from polku.core.workspace import Credential, KeyKind, parse_config
+from polku.core.workspace import KeyKind, parse_config
 from polku.engine.setup import add_key, ensure_source
-from polku.ports import EventQuery, QuarantineEntry
+from polku.engine.views import credential_json, quarantine_json
+from polku.ports import EventQuery
 from polku.web.auth import admin_access
 from polku.web.ingest_routes import read_body
 from polku.web.responses import json_response
@@ -78,21 +79,6 @@ async def list_events(request: Request) -> Response:
             "next_cursor": page.next_cursor,
         }
     )
-
-
-def quarantine_json(entry: QuarantineEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "source": entry.source,
-        "received_at": format_time(datetime.fromtimestamp(entry.received_ms / 1000, UTC)),
-        "code": entry.code,
-        "reason": entry.reason,
-        "status": entry.status,
-        "resolved_at": (
-            format_time(datetime.fromtimestamp(entry.resolved_ms / 1000, UTC)) if entry.resolved_ms else None
-        ),
-        "body": entry.body.decode("utf-8", errors="replace"),
-    }
 
 
 async def list_quarantine(request: Request) -> Response:
@@ -194,20 +180,10 @@ async def create_source(request: Request) -> Response:
     credential = await admin_access(request, services(request).catalog)
     wanted: SourceRequest = _decode(await read_body(request), SourceRequest)
     catalog = services(request).catalog
-    created = await ensure_source(catalog, credential.workspace, wanted.name, wanted.channel)
+    if not await ensure_source(catalog, credential.workspace, wanted.name, wanted.channel):
+        raise Conflict(f"source {wanted.name!r} exists; create another key for it with POST /v1/keys")
     key = await add_key(catalog, "write", credential.workspace, wanted.name, label=f"source {wanted.name}")
-    return json_response({"created": created, "write_key": key}, status=201 if created else 200)
-
-
-def credential_json(credential: Credential) -> dict[str, Any]:
-    return {
-        "key_id": credential.key_hash[:12],
-        "kind": credential.kind,
-        "source": credential.source,
-        "label": credential.label,
-        "created_at": credential.created_at,
-        "revoked_at": credential.revoked_at,
-    }
+    return json_response({"created": True, "write_key": key}, status=201)
 
 
 async def list_keys(request: Request) -> Response:

@@ -10,6 +10,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,6 +23,7 @@ from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
 from polku.web import admin_routes, ingest_routes
 from polku.web.errors import http_error, polku_error, server_error
+from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
 from polku.web.openapi import build_openapi
 from polku.web.responses import json_response
@@ -90,6 +93,18 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             Route("/openapi.json", openapi_json, methods=["GET"]),
         ],
         exception_handlers={PolkuError: polku_error, HTTPException: http_error, Exception: server_error},
+        middleware=[
+            # Browser SDKs (analytics.js) post from any origin. Credentials travel in
+            # headers or bodies, never cookies, so allowing every origin grants nothing.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=["*"],
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+                max_age=86400,
+            ),
+            Middleware(InflightBytesLimit),
+        ],
         lifespan=lifespan,
     )
     app.state.services = state

@@ -10,7 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from polku.connectors.webhook import map_payload
-from polku.core.errors import InvalidInput, LimitExceeded, MalformedBody, NotFound
+from polku.core.errors import LimitExceeded, MalformedBody, NotFound
+from polku.core.events import Rejection
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
 from polku.engine.body import decode_body
 from polku.engine.ingest import IngestResult, probe_object, rejected_single
@@ -19,6 +20,7 @@ from polku.web.responses import json_response
 from polku.web.services import services
 
 _any_json = msgspec.json.Decoder()
+_encode = msgspec.json.Encoder().encode
 
 
 async def read_body(request: Request) -> bytes:
@@ -57,12 +59,20 @@ def _result_response(result: IngestResult, single: bool) -> Response:
     return json_response(result)
 
 
+async def check_basic_key(request: Request) -> str | None:
+    """A Basic write key is checked before the body is read, so an unauthenticated
+    client cannot make the server read and inflate 500 KB."""
+    key = basic_username(request)
+    if key is not None:
+        await services(request).ingestor.write_access(key)
+    return key
+
+
 def message_route(message_type: str) -> Any:
     async def endpoint(request: Request) -> Response:
+        key = await check_basic_key(request)
         body = await read_body(request)
-        result = await services(request).ingestor.ingest_body(
-            body, message_type=message_type, basic_key=basic_username(request)
-        )
+        result = await services(request).ingestor.ingest_body(body, message_type=message_type, basic_key=key)
         return _result_response(result, single=True)
 
     endpoint.__name__ = f"ingest_{message_type}"
@@ -70,30 +80,41 @@ def message_route(message_type: str) -> Any:
 
 
 async def ingest_batch(request: Request) -> Response:
+    key = await check_basic_key(request)
     body = await read_body(request)
-    result = await services(request).ingestor.ingest_body(body, message_type=None, basic_key=basic_username(request))
+    result = await services(request).ingestor.ingest_body(body, message_type=None, basic_key=key)
     return _result_response(result, single=False)
 
 
 async def ingest_webhook(request: Request) -> Response:
     name = request.path_params["source"]
+    key = await check_basic_key(request)
     body = await read_body(request)
     ingestor = services(request).ingestor
     try:
         payload = _any_json.decode(body)
     except msgspec.DecodeError as error:
         raise MalformedBody(f"the body is not valid JSON: {error}") from None
-    key = basic_username(request)
+    except RecursionError:
+        raise MalformedBody("the body is nested too deeply") from None
     if key is None and isinstance(payload, dict):
         key = probe_object(body).write_key
     access = await ingestor.write_access(key or request.query_params.get("writeKey"))
+    if isinstance(payload, dict):
+        payload.pop("writeKey", None)  # a secret never reaches stored properties
     workspace = await services(request).catalog.workspace(access.credential.workspace)
     mapping = workspace.config.webhooks.get(name)
     if mapping is None:
-        raise NotFound(f"no webhook mapping named {name!r} in workspace {workspace.id!r}; add one under `webhooks:`")
+        # Kept, not dropped: the sender cannot know our configuration is missing.
+        reason = f"no webhook mapping named {name!r} in workspace {workspace.id!r}; add one under `webhooks:`"
+        unmapped = Rejection(code="no_mapping", reason=reason, body=_encode(payload))
+        await ingestor.append(access.source, [], [unmapped], ingestor.clock())
+        raise NotFound(reason, quarantined=True)
     messages = map_payload(payload, mapping, source=name)
     if len(messages) > MAX_BATCH_EVENTS:
-        raise InvalidInput(f"webhook payload holds {len(messages)} records; the limit is {MAX_BATCH_EVENTS}")
+        raise LimitExceeded(
+            f"webhook payload holds {len(messages)} records; the limit is {MAX_BATCH_EVENTS}", limit=MAX_BATCH_EVENTS
+        )
     result = await ingestor.ingest_items(
         messages, access=access, received_at=ingestor.clock(), default_channel=mapping.channel
     )
