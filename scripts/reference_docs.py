@@ -51,7 +51,7 @@ def render_cli() -> str:
                 names = " / ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
                 default = (
                     ""
-                    if param.default in (None, "") or param.is_flag and param.default is False
+                    if param.default in (None, "") or (param.is_flag and param.default is False)
                     else f"`{param.default}`"
                 )
                 rows.append(f"| {names} | {param.help or ''} | {default} |")
