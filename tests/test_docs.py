@@ -49,3 +49,18 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
 def test_changelog_has_an_unreleased_section() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert re.search(r"^## \[Unreleased\]", changelog, re.MULTILINE)
+
+
+def test_every_route_is_in_the_openapi_document(tmp_path: Path) -> None:
+    from starlette.routing import Route
+
+    from polku.web.app import create_app
+    from polku.web.openapi import build_openapi
+
+    app = create_app(Settings(data_dir=tmp_path))
+    documented = build_openapi()["paths"]
+    for route in app.routes:
+        assert isinstance(route, Route)
+        assert route.path in documented or route.path == "/openapi.json", f"{route.path} is not in the OpenAPI document"
+        for method in (route.methods or set()) - {"HEAD"}:
+            assert method.lower() in documented.get(route.path, {"get": 1}), f"{method} {route.path} is undocumented"

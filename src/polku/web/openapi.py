@@ -135,6 +135,10 @@ def build_openapi() -> dict[str, Any]:
             },
         }
     }
+    # Segment's alias of /v1/batch: the same operation under another path.
+    paths["/v1/import"] = {
+        "post": {**paths["/v1/batch"]["post"], "operationId": "ingest_import", "summary": "Alias of `/v1/batch`."}
+    }
     paths["/v1/webhooks/{source}"] = {
         "post": {
             "operationId": "ingest_webhook",
@@ -271,9 +275,8 @@ def build_openapi() -> dict[str, Any]:
             "security": ADMIN,
             "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/SourceRequest"})},
             "responses": {
-                "200": {"description": "The source existed; a new key was added.", **_json({"type": "object"})},
-                "201": {"description": "Created.", **_json({"type": "object"})},
-                **_errors(400, 401),
+                "201": {"description": "Created, with a new write key (shown once).", **_json({"type": "object"})},
+                **_errors(400, 401, 409),
             },
         }
     }
