@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +57,16 @@ def print_keys(keys: list[NewKey]) -> None:
     print("\n".join(lines), flush=True)
 
 
+def tune_gc() -> None:
+    """Garbage collection for a server that parses many small JSON documents: what
+    exists at start-up is frozen (never traversed again) and young objects are
+    collected every 50,000 allocations instead of every 700. Each request's parsed
+    events (dicts of dicts) live until their commit, and the default thresholds
+    had the collector traverse them several times over."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (env POLKU_HOST; default 127.0.0.1).")] = None,
@@ -106,6 +117,7 @@ def serve(
     console.print(
         f"polku {__version__} serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})"
     )
+    tune_gc()
     uvicorn.run(
         application,
         host=settings.host,

@@ -151,6 +151,8 @@ _MILLIS_TEXT: Final = tuple(f".{n:03d}Z" for n in range(1000))
 _SECONDS_CACHED: Final = 8192
 _second_text: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
 _second_ms: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch milliseconds
+_TEXTS_CACHED: Final = 65_536
+_text_ms: dict[str, int] = {}  # canonical texts just made or read -> milliseconds
 
 
 def _millis(moment: datetime) -> int:
@@ -170,7 +172,17 @@ def format_millis(ms: int) -> str:
             _second_ms.clear()
         _second_text[second] = prefix
         _second_ms[prefix] = second * 1000
-    return prefix + _MILLIS_TEXT[millis]
+    text = prefix + _MILLIS_TEXT[millis]
+    _remember(text, ms)
+    return text
+
+
+def _remember(text: str, ms: int) -> None:
+    # So that the event log, writing the event a moment later, finds its times'
+    # milliseconds without parsing them again (``time_millis``).
+    if len(_text_ms) >= _TEXTS_CACHED:
+        _text_ms.clear()
+    _text_ms[text] = ms
 
 
 def _parse_millis(value: str, field: str) -> tuple[int, str]:
@@ -180,6 +192,7 @@ def _parse_millis(value: str, field: str) -> tuple[int, str]:
         if second_ms is not None:
             millis = _MILLIS_OF.get(value[20:23])
             if millis is not None:
+                _remember(value, second_ms + millis)
                 return second_ms + millis, value
     ms = _millis(parse_time(value, field))
     return ms, format_millis(ms)
@@ -187,7 +200,8 @@ def _parse_millis(value: str, field: str) -> tuple[int, str]:
 
 def time_millis(value: str) -> int:
     """Milliseconds since the epoch of a stored time (as ``format_time`` writes them)."""
-    return _parse_millis(value, "timestamp")[0]
+    ms = _text_ms.get(value)
+    return ms if ms is not None else _parse_millis(value, "timestamp")[0]
 
 
 def parse_time(value: str, field: str) -> datetime:
@@ -328,13 +342,13 @@ def normalize(
         received_at=received_iso,
         original_timestamp=original_iso,
         sent_at=sent_iso,
-        user_id=_id(message.user_id, "userId"),
-        anonymous_id=_id(message.anonymous_id, "anonymousId"),
+        user_id=_id(message.user_id, "userId") if message.user_id is not None else None,
+        anonymous_id=_id(message.anonymous_id, "anonymousId") if message.anonymous_id is not None else None,
         event=message.event if kind == "track" else None,
         name=message.name,
         category=message.category,
-        group_id=_id(message.group_id, "groupId"),
-        previous_id=_id(message.previous_id, "previousId"),
+        group_id=_id(message.group_id, "groupId") if message.group_id is not None else None,
+        previous_id=_id(message.previous_id, "previousId") if message.previous_id is not None else None,
         properties=message.properties,
         traits=message.traits,
         context=context,

@@ -1,5 +1,6 @@
 """The event log and quarantine on SQLite (WAL), written through one group-commit
-writer thread and read through a small pool of read-only connections."""
+writer (a child process by default, see ``writer.py``) and read through a small
+pool of read-only connections."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 
+from polku.adapters.sqlite.dedupe import Deduplicator
 from polku.adapters.sqlite.schema import DATABASE_FILE, Synchronous, connect, open_database
-from polku.adapters.sqlite.writer import CommitStats, Writer
-from polku.core.errors import Conflict, NotFound
+from polku.adapters.sqlite.transaction import Append, Outcome, Resolve, Transaction, raise_for
+from polku.adapters.sqlite.writer import CommitStats, ThreadWriter, Writer
+from polku.adapters.sqlite.writer_process import ProcessWriter
+from polku.core.errors import NotFound
 from polku.core.events import Event, time_millis
 from polku.ports import (
     AppendBatch,
@@ -28,17 +32,8 @@ from polku.ports import (
 )
 
 T = TypeVar("T")
+WriterKind = Literal["process", "thread"]
 
-INSERT_EVENTS: Final = (
-    "INSERT OR IGNORE INTO events (workspace, message_id, type, name, user_id, anonymous_id, channel, ts_ms, received_ms, body)"
-    " VALUES "
-)
-EVENT_VALUES: Final = "(?,?,?,?,?,?,?,?,?,?)"
-EVENT_COLUMNS: Final = 10
-INSERT_EVENT: Final = INSERT_EVENTS + EVENT_VALUES
-INSERT_QUARANTINE: Final = (
-    "INSERT INTO quarantine (workspace, source, received_ms, code, reason, body) VALUES (?, ?, ?, ?, ?, ?)"
-)
 QUARANTINE_COLUMNS: Final = "id, workspace, source, received_ms, code, reason, body, status, resolved_ms"
 
 _encode = msgspec.json.Encoder().encode
@@ -46,6 +41,7 @@ _decode_event = msgspec.json.Decoder(Event).decode
 
 
 def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
+    """The ``events`` row of one event (``transaction.EVENT_COLUMNS`` values)."""
     return (
         workspace,
         event.message_id,
@@ -58,37 +54,6 @@ def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
         time_millis(event.received_at),
         _encode(event),
     )
-
-
-# Rows go in as multi-row INSERTs of these sizes (a few cached statements), not
-# ``executemany``: that runs one statement per row, and each one hands the GIL to
-# the event loop and waits to get it back (up to the 5 ms switch interval while
-# the loop parses requests). 1,024 rows x 10 columns stays under SQLite's limit of
-# 32,766 parameters.
-_INSERT_SIZES: Final = (1024, 256, 64, 16, 4, 1)
-_INSERT_SQL: Final = {size: INSERT_EVENTS + ",".join([EVENT_VALUES] * size) for size in _INSERT_SIZES}
-
-
-def event_parameters(workspace: str, events: list[Event]) -> list[Any]:
-    """The rows of ``events``, flattened into one parameter list."""
-    parameters: list[Any] = []
-    extend = parameters.extend
-    for event in events:
-        extend(event_row(workspace, event))
-    return parameters
-
-
-def insert_events(connection: sqlite3.Connection, parameters: list[Any]) -> int:
-    """Insert flattened rows (``event_parameters``); the number stored, duplicates
-    of stored messageIds left out."""
-    before = connection.total_changes
-    rows = len(parameters) // EVENT_COLUMNS
-    start = 0
-    for size in _INSERT_SIZES:
-        while rows - start >= size:
-            connection.execute(_INSERT_SQL[size], parameters[start * EVENT_COLUMNS : (start + size) * EVENT_COLUMNS])
-            start += size
-    return connection.total_changes - before
 
 
 def _quarantine_entry(row: tuple[Any, ...]) -> QuarantineEntry:
@@ -105,8 +70,15 @@ def _quarantine_entry(row: tuple[Any, ...]) -> QuarantineEntry:
     )
 
 
+def _result(outcome: Outcome) -> AppendResult:
+    raise_for(outcome)
+    return AppendResult(accepted=outcome.accepted, duplicates=outcome.duplicates, quarantined=outcome.quarantined)
+
+
 class SqliteEventLog:
-    """``EventLog`` on ``<data_dir>/polku.db``."""
+    """``EventLog`` on ``<data_dir>/polku.db``. ``writer="process"`` commits in a child
+    process (two cores: see ``writer_process.py``); ``"thread"`` on a thread of
+    this process."""
 
     def __init__(
         self,
@@ -115,25 +87,41 @@ class SqliteEventLog:
         synchronous: Synchronous = "FULL",
         max_pending_events: int = 200_000,
         on_commit: Callable[[CommitStats], None] = lambda stats: None,
+        writer: WriterKind = "process",
     ) -> None:
         self.data_dir = data_dir
         self.synchronous: Synchronous = synchronous
         self.max_pending_events = max_pending_events
         self.on_commit = on_commit
+        self.writer_kind: WriterKind = writer
         self._writer: Writer | None = None
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polku-sqlite-reader")
         self._local = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
 
     async def start(self) -> None:
-        connection = open_database(self.data_dir, synchronous=self.synchronous)
-        self._writer = Writer(connection, max_pending=self.max_pending_events, on_commit=self.on_commit)
-        self._writer.start()
+        connection = await asyncio.to_thread(open_database, self.data_dir, synchronous=self.synchronous)
+        writer: Writer
+        if self.writer_kind == "process":
+            connection.close()
+            writer = ProcessWriter(
+                self.data_dir / DATABASE_FILE,
+                synchronous=self.synchronous,
+                max_pending=self.max_pending_events,
+                on_commit=self.on_commit,
+            )
+        else:
+            dedupe = Deduplicator()
+            dedupe.load(connection)
+            writer = ThreadWriter(
+                connection, Transaction(dedupe), max_pending=self.max_pending_events, on_commit=self.on_commit
+            )
+        await writer.start()
+        self._writer = writer
 
     async def close(self) -> None:
         if self._writer is not None:
-            await asyncio.to_thread(self._writer.stop)
-            self._writer.connection.close()
+            await self._writer.stop()
             self._writer = None
         self._readers.shutdown(wait=True)
         for connection in self._reader_connections:
@@ -145,51 +133,37 @@ class SqliteEventLog:
 
     async def append(self, batch: AppendBatch) -> AppendResult:
         assert self._writer is not None, "start() the event log first"
-        parameters = event_parameters(batch.workspace, batch.events)
-        count = len(batch.events)
-        rejected = [
-            (batch.workspace, batch.source, batch.received_ms, rejection.code, rejection.reason, rejection.body)
-            for rejection in batch.rejections
-        ]
-
-        def work(connection: sqlite3.Connection) -> AppendResult:
-            accepted = insert_events(connection, parameters)
-            if rejected:
-                connection.executemany(INSERT_QUARANTINE, rejected)
-            return AppendResult(accepted=accepted, duplicates=count - accepted, quarantined=len(rejected))
-
-        # No savepoint: the work raises nothing but SQLite errors, which fail the
-        # whole commit anyway.
-        result: AppendResult = await self._writer.submit(
-            work, weight=max(1, count + len(rejected)), isolated=False
+        workspace = batch.workspace
+        # Rows are encoded here, on the event loop: the writer only binds them.
+        parameters: list[Any] = []
+        extend = parameters.extend
+        for event in batch.events:
+            extend(event_row(workspace, event))
+        append = Append(
+            workspace=workspace,
+            message_ids=[event.message_id for event in batch.events],
+            parameters=parameters,
+            rejected=[
+                (workspace, batch.source, batch.received_ms, rejection.code, rejection.reason, rejection.body)
+                for rejection in batch.rejections
+            ],
         )
-        return result
+        outcome = await self._writer.submit(append, max(1, len(batch.events) + len(batch.rejections)))
+        return _result(outcome)
 
     async def resolve_quarantined(
         self, workspace: str, entry_id: int, *, event: Event | None, resolved_ms: int
     ) -> AppendResult:
         assert self._writer is not None, "start() the event log first"
-        row = event_row(workspace, event) if event is not None else None
-
-        def work(connection: sqlite3.Connection) -> AppendResult:
-            found = connection.execute(
-                "SELECT status FROM quarantine WHERE workspace = ? AND id = ?", (workspace, entry_id)
-            ).fetchone()
-            if found is None:
-                raise NotFound(f"quarantine entry {entry_id} does not exist")
-            if found[0] != "open":
-                raise Conflict(f"quarantine entry {entry_id} is already {found[0]}")
-            status = "resubmitted" if row is not None else "discarded"
-            connection.execute(
-                "UPDATE quarantine SET status = ?, resolved_ms = ? WHERE id = ?", (status, resolved_ms, entry_id)
-            )
-            accepted = 0
-            if row is not None:
-                accepted = connection.execute(INSERT_EVENT, row).rowcount
-            return AppendResult(accepted=accepted, duplicates=1 - accepted if row else 0, quarantined=0)
-
-        result: AppendResult = await self._writer.submit(work)
-        return result
+        append = (
+            Append(workspace=workspace, message_ids=[event.message_id], parameters=list(event_row(workspace, event)))
+            if event is not None
+            else None
+        )
+        outcome = await self._writer.submit(
+            Resolve(workspace=workspace, entry_id=entry_id, resolved_ms=resolved_ms, append=append), 1
+        )
+        return _result(outcome)
 
     # -- reads --------------------------------------------------------------
 

@@ -1,10 +1,19 @@
-"""One writer thread with a queue and group commit.
+"""The event log's writer: one queue and group commit.
 
 SQLite allows one writer; concurrent requests are therefore queued, and the writer
-takes everything waiting into one ``BEGIN IMMEDIATE … COMMIT``. A request's future
-resolves only after that commit, so a 2xx is durable, and N concurrent requests
-share one fsync. ``sqlite3`` releases the GIL while SQLite works, so the event loop
-keeps parsing the next requests during a commit.
+takes everything waiting into one ``BEGIN IMMEDIATE … COMMIT``
+(``Transaction.commit``). A request's future resolves only after that commit, so a
+2xx is durable, and N concurrent requests share one fsync.
+
+Two writers share that logic:
+
+- ``ThreadWriter`` commits on a thread of the serving process. ``sqlite3`` releases
+  the GIL while SQLite works, but everything else the writer does in Python
+  (deduplication, binding parameters) competes with the event loop for the GIL,
+  and every statement has to win the GIL back — up to the 5 ms switch interval
+  while the loop is busy. Simple; for tests and embedding.
+- ``ProcessWriter`` (``writer_process.py``) commits in a child process, so parsing
+  and committing run on two cores. ``polku serve`` and ``polku import`` use it.
 """
 
 from __future__ import annotations
@@ -16,26 +25,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final, Protocol
 
-from polku.core.errors import PolkuError, Unavailable
-
-Work = Callable[[sqlite3.Connection], Any]
-"""A unit of work run inside the group transaction; may raise ``PolkuError`` to fail
-only itself (it runs in a savepoint, unless submitted with ``isolated=False``)."""
+from polku.adapters.sqlite.transaction import Outcome, Payload, Transaction
+from polku.core.errors import Unavailable
 
 MAX_EVENTS_PER_COMMIT: Final = 20_000
-
-
-@dataclass(slots=True)
-class _Job:
-    work: Work
-    weight: int
-    isolated: bool
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    outcome: Any = None
-    error: BaseException | None = None
 
 
 @dataclass(slots=True)
@@ -47,48 +42,92 @@ class CommitStats:
     seconds: float
 
 
+class Writer(Protocol):
+    @property
+    def pending(self) -> int:
+        """Events submitted and not committed yet."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def submit(self, payload: Payload, weight: int) -> Outcome:
+        """Commit ``payload`` with the next group; its outcome once durable. Raises
+        ``Unavailable`` when more than ``max_pending`` events wait (back-pressure)
+        or the commit failed."""
+        ...
+
+
 @dataclass
-class Writer:
-    connection: sqlite3.Connection
+class Pending:
+    """Back-pressure accounting shared by both writers."""
+
     max_pending: int
-    on_commit: Callable[[CommitStats], None] = lambda stats: None
-    _queue: queue.SimpleQueue[_Job | None] = field(default_factory=queue.SimpleQueue)
-    _thread: threading.Thread | None = None
-    _pending: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    count: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="polku-sqlite-writer", daemon=True)
-        self._thread.start()
+    def take(self, weight: int) -> None:
+        with self.lock:
+            if self.count + weight > self.max_pending and self.count > 0:
+                raise Unavailable(
+                    f"ingestion queue is full ({self.count} events waiting for commit); retry shortly",
+                    retry_after=1,
+                )
+            self.count += weight
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def release(self, weight: int) -> None:
+        with self.lock:
+            self.count -= weight
+
+
+@dataclass(slots=True)
+class _Job:
+    payload: Payload
+    weight: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Outcome]
+    outcome: Outcome | None = None
+    error: BaseException | None = None
+
+
+class ThreadWriter:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        transaction: Transaction,
+        *,
+        max_pending: int,
+        on_commit: Callable[[CommitStats], None] = lambda stats: None,
+    ) -> None:
+        self.connection = connection
+        self.transaction = transaction
+        self.on_commit = on_commit
+        self._pending = Pending(max_pending)
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     @property
     def pending(self) -> int:
-        return self._pending
+        return self._pending.count
 
-    async def submit(self, work: Work, weight: int = 1, *, isolated: bool = True) -> Any:
-        """Run ``work`` in the next group commit and return its result once durable.
+    async def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="polku-sqlite-writer", daemon=True)
+        self._thread.start()
 
-        ``isolated=False`` skips the job's savepoint, for work that never raises
-        ``PolkuError`` (plain appends): each statement the writer runs hands the GIL
-        to the event loop and back, which costs more than SQLite's own work when
-        the loop is busy, so a commit should run as few statements as it can."""
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        self.connection.close()
+
+    async def submit(self, payload: Payload, weight: int) -> Outcome:
         if self._thread is None:
             raise Unavailable("the event log is not running")
-        with self._lock:
-            if self._pending + weight > self.max_pending and self._pending > 0:
-                raise Unavailable(
-                    f"ingestion queue is full ({self._pending} events waiting for commit); retry shortly",
-                    retry_after=1,
-                )
-            self._pending += weight
+        self._pending.take(weight)
         loop = asyncio.get_running_loop()
-        job = _Job(work=work, weight=weight, isolated=isolated, loop=loop, future=loop.create_future())
+        job = _Job(payload=payload, weight=weight, loop=loop, future=loop.create_future())
         self._queue.put(job)
         return await job.future
 
@@ -116,33 +155,17 @@ class Writer:
 
     def _commit(self, jobs: list[_Job]) -> None:
         started = time.perf_counter()
-        connection = self.connection
         try:
-            connection.execute("BEGIN IMMEDIATE")
+            outcomes = self.transaction.commit(self.connection, [job.payload for job in jobs])
+        except Unavailable as error:  # a failed commit fails every job in it
             for job in jobs:
-                if not job.isolated:
-                    job.outcome = job.work(connection)
-                    continue
-                connection.execute("SAVEPOINT job")
-                try:
-                    job.outcome = job.work(connection)
-                    connection.execute("RELEASE job")
-                except PolkuError as error:
-                    connection.execute("ROLLBACK TO job")
-                    connection.execute("RELEASE job")
-                    job.error = error
-            connection.execute("COMMIT")
-        except BaseException as error:  # a failed commit fails every job in it
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            failure = Unavailable(f"the event log could not commit: {error}", retry_after=1)
-            for job in jobs:
-                job.error = failure
-        seconds = time.perf_counter() - started
+                job.error = error
+        else:
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                job.outcome = outcome
         weight = sum(job.weight for job in jobs)
-        with self._lock:
-            self._pending -= weight
-        self.on_commit(CommitStats(jobs=len(jobs), weight=weight, seconds=seconds))
+        self._pending.release(weight)
+        self.on_commit(CommitStats(jobs=len(jobs), weight=weight, seconds=time.perf_counter() - started))
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in jobs:
             by_loop.setdefault(job.loop, []).append(job)
@@ -160,4 +183,5 @@ def _settle(jobs: list[_Job]) -> None:
         if job.error is not None:
             job.future.set_exception(job.error)
         else:
+            assert job.outcome is not None
             job.future.set_result(job.outcome)
