@@ -38,7 +38,7 @@ LINE = (
     '"products":[{{"sku":"sku-17","quantity":2,"price":21.25}}]}},'
     '"context":{{"library":{{"name":"analytics-python","version":"2.3.2"}},"ip":"203.0.113.7",'
     '"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",'
-    '"locale":"en-US"}},"timestamp":"2026-01-15T10:{minute:02d}:00.000Z"}}\n'
+    '"locale":"en-US"}},"timestamp":"2026-01-15T{hour:02d}:{minute:02d}:{second:02d}.{ms:03d}Z"}}\n'
 )
 
 
@@ -49,7 +49,17 @@ def write_file(path: Path, events: int) -> None:
         for start in range(0, events, step):
             handle.write(
                 "".join(
-                    LINE.format(random=getrandbits(64), prefix=prefix, n=n, user=n % 10007, minute=n % 60)
+                    LINE.format(
+                        random=getrandbits(64),
+                        prefix=prefix,
+                        n=n,
+                        user=n % 10007,
+                        # A distinct moment per event (10 per second over the file).
+                        hour=n // 36_000 % 24,
+                        minute=n // 600 % 60,
+                        second=n // 10 % 60,
+                        ms=n % 10 * 100 + n % 97,
+                    )
                     for n in range(start, min(events, start + step))
                 )
             )

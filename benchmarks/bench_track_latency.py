@@ -43,7 +43,7 @@ BODY = (
     '"products":[{{"sku":"sku-17","quantity":2,"price":21.25}}]}},'
     '"context":{{"library":{{"name":"analytics-python","version":"2.3.2"}},"ip":"203.0.113.7",'
     '"userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",'
-    '"locale":"en-US"}},"timestamp":"2026-01-15T10:00:00.000Z","sentAt":"2026-01-15T10:00:01.000Z"}}'
+    '"locale":"en-US"}},"timestamp":"{timestamp}","sentAt":"2026-01-15T10:59:59.999Z"}}'
 )
 
 
@@ -66,7 +66,9 @@ class Connection:
 
 
 def request_bytes(port: int, message_id: str, user: int) -> bytes:
-    body = BODY.format(id=message_id, user=user).encode()
+    moment = random.randrange(3_600_000)  # when the event happened, within the hour before sentAt
+    timestamp = f"2026-01-15T10:{moment // 60_000:02d}:{moment // 1000 % 60:02d}.{moment % 1000:03d}Z"
+    body = BODY.format(id=message_id, user=user, timestamp=timestamp).encode()
     return (
         f"POST /v1/track HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {BASIC_AUTH}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

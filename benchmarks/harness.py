@@ -61,6 +61,20 @@ def require_program(name: str, install_hint: str) -> str:
     return str(found)
 
 
+def cpu_speed() -> float:
+    """Millions of iterations per second of a plain Python loop (best of three). On a
+    shared host the same machine ran up to 1.6x slower some hours than others, so
+    figures taken at different times compare only alongside this number."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(2_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return 2.0 / best
+
+
 def machine() -> str:
     """nproc, CPU model and Python version, for the line that carries the figure."""
     model = platform.processor() or "unknown CPU"
@@ -71,7 +85,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"nproc={os.cpu_count()}, cpu={model!r}, python={platform.python_version()}, {platform.system()}"
+    return (
+        f"nproc={os.cpu_count()}, cpu={model!r}, python={platform.python_version()}, {platform.system()}, "
+        f"pyloop={cpu_speed():.1f} M/s"
+    )
 
 
 def median(values: list[float]) -> float:

@@ -151,8 +151,6 @@ _MILLIS_TEXT: Final = tuple(f".{n:03d}Z" for n in range(1000))
 _SECONDS_CACHED: Final = 8192
 _second_text: dict[int, str] = {}  # epoch second -> "YYYY-MM-DDTHH:MM:SS"
 _second_ms: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> epoch milliseconds
-_TEXTS_CACHED: Final = 65_536
-_text_ms: dict[str, int] = {}  # canonical texts just made or read -> milliseconds
 
 
 def _millis(moment: datetime) -> int:
@@ -172,36 +170,34 @@ def format_millis(ms: int) -> str:
             _second_ms.clear()
         _second_text[second] = prefix
         _second_ms[prefix] = second * 1000
-    text = prefix + _MILLIS_TEXT[millis]
-    _remember(text, ms)
-    return text
+    return prefix + _MILLIS_TEXT[millis]
 
 
-def _remember(text: str, ms: int) -> None:
-    # So that the event log, writing the event a moment later, finds its times'
-    # milliseconds without parsing them again (``time_millis``).
-    if len(_text_ms) >= _TEXTS_CACHED:
-        _text_ms.clear()
-    _text_ms[text] = ms
+_last_parsed: list[tuple[str, int, str]] = [("", 0, "")]
 
 
 def _parse_millis(value: str, field: str) -> tuple[int, str]:
     """``parse_time`` in milliseconds (truncated), with the time's canonical text."""
+    last = _last_parsed[0]
+    if value == last[0]:  # a batch's `sentAt`, read again for each of its items
+        return last[1], last[2]
     if len(value) == 24 and value[23] == "Z" and value[19] == ".":
         second_ms = _second_ms.get(value[:19])
         if second_ms is not None:
             millis = _MILLIS_OF.get(value[20:23])
             if millis is not None:
-                _remember(value, second_ms + millis)
-                return second_ms + millis, value
+                ms = second_ms + millis
+                _last_parsed[0] = (value, ms, value)
+                return ms, value
     ms = _millis(parse_time(value, field))
-    return ms, format_millis(ms)
+    text = format_millis(ms)
+    _last_parsed[0] = (value, ms, text)
+    return ms, text
 
 
 def time_millis(value: str) -> int:
     """Milliseconds since the epoch of a stored time (as ``format_time`` writes them)."""
-    ms = _text_ms.get(value)
-    return ms if ms is not None else _parse_millis(value, "timestamp")[0]
+    return _parse_millis(value, "timestamp")[0]
 
 
 def parse_time(value: str, field: str) -> datetime:

@@ -40,8 +40,9 @@ _encode = msgspec.json.Encoder().encode
 _decode_event = msgspec.json.Decoder(Event).decode
 
 
-def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
-    """The ``events`` row of one event (``transaction.EVENT_COLUMNS`` values)."""
+def event_row(workspace: str, event: Event, received_ms: int | None = None) -> tuple[Any, ...]:
+    """The ``events`` row of one event (``transaction.EVENT_COLUMNS`` values);
+    ``received_ms`` is ``event.received_at`` in milliseconds, if known."""
     return (
         workspace,
         event.message_id,
@@ -51,7 +52,7 @@ def event_row(workspace: str, event: Event) -> tuple[Any, ...]:
         event.anonymous_id,
         event.channel,
         time_millis(event.timestamp),
-        time_millis(event.received_at),
+        time_millis(event.received_at) if received_ms is None else received_ms,
         _encode(event),
     )
 
@@ -134,11 +135,15 @@ class SqliteEventLog:
     async def append(self, batch: AppendBatch) -> AppendResult:
         assert self._writer is not None, "start() the event log first"
         workspace = batch.workspace
-        # Rows are encoded here, on the event loop: the writer only binds them.
+        # Rows are encoded here, on the event loop: the writer only binds them. A
+        # batch's events share one receive time (one text): it is parsed once.
         parameters: list[Any] = []
         extend = parameters.extend
+        received_text, received_ms = "", 0
         for event in batch.events:
-            extend(event_row(workspace, event))
+            if event.received_at != received_text:
+                received_text, received_ms = event.received_at, time_millis(event.received_at)
+            extend(event_row(workspace, event, received_ms))
         append = Append(
             workspace=workspace,
             message_ids=[event.message_id for event in batch.events],
