@@ -50,10 +50,9 @@ _INSERT_MERGED: Final = {
     size: "INSERT OR IGNORE INTO message_ids (workspace, message_id) VALUES " + ",".join(["(?,?)"] * size)
     for size in _SIZES
 }
-_PROBE_SIZES: Final = (1, 4, 16, 64, 256, 1024, 4096)
 _PROBE: Final = {
     size: "SELECT message_id FROM message_ids WHERE workspace = ? AND message_id IN (" + ",".join("?" * size) + ")"
-    for size in _PROBE_SIZES
+    for size in _SIZES
 }
 
 
@@ -95,14 +94,18 @@ class Deduplicator:
             self._generation_top = self._last_seen
             self._cursor = self._staged_cursor = 0
 
-    def admit(self, workspace: str, message_ids: list[str]) -> list[bool]:
+    def admit(self, workspace: str, message_ids: list[str]) -> tuple[list[bool], list[str]]:
         """First pass, in memory: ``False`` for an id taken by an event above
         ``merged_seq`` or earlier in this transaction; ``True`` for the others, which
-        are taken now. ``stored`` finds which of those ``message_ids`` already holds."""
+        are taken now. Also the admitted ids, which ``stored`` must look up in
+        ``message_ids``. (A Bloom filter in front of that look-up was measured: at a
+        million merged ids it saved the look-up's ~1.5 µs for most ids but cost
+        ~0.5 µs a check and ~0.8 µs an insertion in Python, and seconds at start.)"""
         recent = self.recent
         staged = self._staged
         prefix = workspace + _SEP
         admitted: list[bool] = []
+        new: list[str] = []
         for message_id in message_ids:
             key = prefix + message_id
             if key in recent or key in staged:
@@ -110,18 +113,18 @@ class Deduplicator:
             else:
                 staged.add(key)
                 admitted.append(True)
-        return admitted
+                new.append(message_id)
+        return admitted, new
 
     def stored(self, connection: sqlite3.Connection, workspace: str, message_ids: list[str]) -> set[str]:
         """Which of ``message_ids`` the merged level holds."""
         found: set[str] = set()
-        largest = _PROBE_SIZES[-1]
-        for start in range(0, len(message_ids), largest):
-            chunk = message_ids[start : start + largest]
-            size = next(size for size in _PROBE_SIZES if size >= len(chunk))
-            # Padded with the chunk's last id up to the size of a cached statement.
-            parameters = [workspace, *chunk, *([chunk[-1]] * (size - len(chunk)))]
-            found.update(row[0] for row in connection.execute(_PROBE[size], parameters))
+        start = 0
+        for size in _SIZES:
+            while len(message_ids) - start >= size:
+                parameters = [workspace, *message_ids[start : start + size]]
+                found.update(row[0] for row in connection.execute(_PROBE[size], parameters))
+                start += size
         return found
 
     def inserted(self, last_seq: int | None) -> None:

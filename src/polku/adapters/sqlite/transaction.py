@@ -150,15 +150,14 @@ class Transaction:
     def _store(self, connection: sqlite3.Connection, appends: list[Append]) -> list[int]:
         """Insert the events of ``appends`` that are new; how many each one stored."""
         dedupe = self.dedupe
-        admitted = [dedupe.admit(append.workspace, append.message_ids) for append in appends]
+        admitted: list[list[bool]] = []
         candidates: dict[str, list[str]] = {}
-        for append, flags in zip(appends, admitted, strict=True):
-            ids = candidates.setdefault(append.workspace, [])
-            if all(flags):
-                ids.extend(append.message_ids)
-            else:
-                ids.extend(m for m, new in zip(append.message_ids, flags, strict=True) if new)
-        stored = {workspace: dedupe.stored(connection, workspace, ids) for workspace, ids in candidates.items() if ids}
+        for append in appends:
+            flags, maybe_stored = dedupe.admit(append.workspace, append.message_ids)
+            admitted.append(flags)
+            if maybe_stored:
+                candidates.setdefault(append.workspace, []).extend(maybe_stored)
+        stored = {workspace: dedupe.stored(connection, workspace, ids) for workspace, ids in candidates.items()}
         parameters: list[Any] = []
         counts: list[int] = []
         for append, flags in zip(appends, admitted, strict=True):
