@@ -19,6 +19,7 @@ Factory = Callable[[Path], EventLog]
 ADAPTERS: dict[str, Factory] = {
     "memory": lambda path: MemoryEventLog(),
     "sqlite": lambda path: SqliteEventLog(path),
+    "sqlite-thread": lambda path: SqliteEventLog(path, writer="thread"),
 }
 
 
