@@ -30,6 +30,9 @@ class Settings:
         "FULL", "SQLite fsync policy: FULL survives power loss, NORMAL only process crashes."
     )
     max_pending_events: int = _setting(200_000, "Events waiting for commit before ingestion answers 503 + Retry-After.")
+    processor: bool = _setting(
+        True, "Run the processor (identity, profiles, segments) as a child process of the server."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
 

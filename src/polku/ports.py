@@ -10,6 +10,7 @@ configuration. Both are async because the scale-out adapters (psycopg, nats-py) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -149,3 +150,18 @@ class Catalog(Protocol):
     async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
         """Raises ``NotFound``."""
         ...
+
+
+class LogReader(Protocol):
+    """The processor's side of the event log: read in order after a checkpoint,
+    fetch bodies by position, and the workspaces' stored configurations."""
+
+    def read(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]: ...
+
+    def bodies(self, seqs: Sequence[int]) -> dict[int, bytes]: ...
+
+    def last_seq(self) -> int: ...
+
+    def configs(self) -> dict[str, bytes]: ...
+
+    def close(self) -> None: ...

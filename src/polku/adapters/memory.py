@@ -3,6 +3,7 @@ used by unit tests and the contract suite. Nothing here survives the process."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import msgspec
@@ -190,3 +191,40 @@ class MemoryCatalog:
         revoked = msgspec.structs.replace(found[0], revoked_at=revoked_at)
         self._credentials[revoked.key_hash] = revoked
         return revoked
+
+
+class MemoryLogReader:
+    """``LogReader`` over a list: the processor's reference log in tests. ``add``
+    appends an event (deduplicated by messageId, like the real log)."""
+
+    def __init__(self, configs: dict[str, WorkspaceConfig] | None = None) -> None:
+        self.rows: list[tuple[int, str, bytes]] = []
+        self._message_ids: set[tuple[str, str]] = set()
+        self._configs = {
+            workspace: msgspec.json.encode(config) for workspace, config in (configs or {"default": WorkspaceConfig()}).items()
+        }
+
+    def add(self, workspace: str, event: Event) -> bool:
+        if (workspace, event.message_id) in self._message_ids:
+            return False
+        self._message_ids.add((workspace, event.message_id))
+        self.rows.append((len(self.rows) + 1, workspace, msgspec.json.encode(event)))
+        return True
+
+    def set_config(self, workspace: str, config: WorkspaceConfig) -> None:
+        self._configs[workspace] = msgspec.json.encode(config)
+
+    def read(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        return self.rows[after_seq : after_seq + limit]
+
+    def bodies(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        return {seq: self.rows[seq - 1][2] for seq in seqs if 0 < seq <= len(self.rows)}
+
+    def last_seq(self) -> int:
+        return len(self.rows)
+
+    def configs(self) -> dict[str, bytes]:
+        return dict(self._configs)
+
+    def close(self) -> None:
+        return None

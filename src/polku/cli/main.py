@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from polku import __version__
-from polku.cli import data, manage
+from polku.cli import data, manage, profiles
 from polku.cli.store import DATA_DIR_HELP, console, fail
 from polku.config import Settings
 from polku.core.errors import PolkuError
@@ -29,6 +29,10 @@ app.add_typer(manage.quarantine_app, name="quarantine")
 app.add_typer(manage.keys_app, name="keys")
 app.add_typer(manage.sources_app, name="sources")
 app.add_typer(manage.workspace_app, name="workspace")
+app.command("process")(profiles.process)
+app.add_typer(profiles.identity_app, name="identity")
+app.add_typer(profiles.profiles_app, name="profiles")
+app.add_typer(profiles.accounts_app, name="accounts")
 
 
 def _version(value: bool) -> None:
@@ -88,6 +92,10 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error (env POLKU_LOG_LEVEL).")] = None,
     access_log: Annotated[bool | None, typer.Option("--access-log/--no-access-log", help="Log every request.")] = None,
+    processor: Annotated[
+        bool | None,
+        typer.Option("--processor/--no-processor", help="Run the processor beside the server (env POLKU_PROCESSOR)."),
+    ] = None,
 ) -> None:
     """Run the HTTP server on the embedded store."""
     import uvicorn
@@ -107,6 +115,7 @@ def serve(
                 "max_pending_events": max_pending_events,
                 "log_level": log_level,
                 "access_log": access_log,
+                "processor": processor,
             }
         )
     except PolkuError as error:

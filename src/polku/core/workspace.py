@@ -15,8 +15,11 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from polku.core.attributes import AttributeSet, AttributeSpec, parse_duration
 from polku.core.errors import ConfigError
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES
+from polku.core.identity import IdentityRules, validate_rules
+from polku.core.segments import SegmentSet, SegmentSpec
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 KeyKind = Literal["write", "admin"]
@@ -83,10 +86,27 @@ class WebhookMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     context: str | None = None
 
 
+class AgentViewRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """How the agent view (``GET /v1/profiles/{id}/context``) picks the likely reason
+    for contact: the most recent event within ``lookback`` whose name contains one of
+    ``reason_patterns`` (case-insensitive), or that has a ``support_topic`` property."""
+
+    lookback: str = "48h"
+    reason_patterns: list[str] = msgspec.field(
+        default_factory=lambda: ["fail", "error", "declined", "denied", "cancel", "refund", "complain", "problem"]
+    )
+    purchase_events: list[str] = msgspec.field(default_factory=lambda: ["Order Completed"])
+
+
 class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The declarative configuration of one workspace (YAML or JSON)."""
 
     webhooks: dict[str, WebhookMapping] = {}
+    identity: IdentityRules = msgspec.field(default_factory=IdentityRules)
+    attributes: dict[str, AttributeSpec] = {}
+    segments: dict[str, SegmentSpec] = {}
+    feedback_event: str = "Feedback Submitted"
+    agent_view: AgentViewRules = msgspec.field(default_factory=AgentViewRules)
 
 
 class Workspace(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +155,12 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
                 raise ConfigError(
                     f"{where}.{field}: invalid JMESPath {expression!r}: {error}", field=f"{where}.{field}"
                 ) from None
+    validate_rules(config.identity)
+    attributes = AttributeSet.compile(config.attributes)
+    SegmentSet.compile(config.segments, windowed_attributes=attributes.windowed)
+    if not config.feedback_event or len(config.feedback_event) > 256:
+        raise ConfigError("feedback_event must be an event name", field="feedback_event")
+    parse_duration(config.agent_view.lookback, "agent_view.lookback")
     return config
 
 
@@ -189,17 +215,19 @@ def parse_config(text: str | bytes, *, filename: str = "<config>", allow_empty: 
         if not allow_empty:
             raise ConfigError(f"{filename}: the configuration is empty; send {{}} to clear it", file=filename)
         data = {}
-    # Convert each webhook mapping on its own so an error names it: msgspec's own
+    # Convert each named entry on its own so an error names it: msgspec's own
     # path would say `$.webhooks[...]` for a dictionary value.
-    if isinstance(data, dict) and isinstance(data.get("webhooks"), dict):
-        for name, mapping in data["webhooks"].items():
+    for section, kind in (("webhooks", WebhookMapping), ("attributes", AttributeSpec), ("segments", SegmentSpec)):
+        if not (isinstance(data, dict) and isinstance(data.get(section), dict)):
+            continue
+        for name, entry in data[section].items():
             try:
-                msgspec.convert(mapping, WebhookMapping)
+                msgspec.convert(entry, kind)
             except msgspec.ValidationError as error:
-                message = str(error).replace("$", f"$.webhooks.{name}")
+                message = str(error).replace("$", f"$.{section}.{name}")
                 if " - at `" not in message:
-                    message += f" - at `$.webhooks.{name}`"
-                raise ConfigError(f"{filename}: {message}", file=filename, field=f"webhooks.{name}") from None
+                    message += f" - at `$.{section}.{name}`"
+                raise ConfigError(f"{filename}: {message}", file=filename, field=f"{section}.{name}") from None
     try:
         config = msgspec.convert(data, WorkspaceConfig)
     except msgspec.ValidationError as error:

@@ -21,7 +21,8 @@ from polku.config import Settings
 from polku.core.errors import PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
-from polku.web import admin_routes, ingest_routes
+from polku.web import admin_routes, ingest_routes, profile_routes
+from polku.web.processor_child import ProcessorChild
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
@@ -61,6 +62,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     catalog = SqliteCatalog(settings.data_dir, synchronous=settings.synchronous)
     ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
     state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
+    profiles = profile_routes.ProfileService(settings.data_dir, catalog)
+    processor = ProcessorChild(settings.data_dir) if settings.processor else None
     openapi = build_openapi()
 
     async def openapi_json(request: Request) -> Response:
@@ -72,6 +75,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
         await event_log.start()
         created = await bootstrap(catalog, write_key=settings.write_key, admin_token=settings.admin_token)
         on_keys(created)
+        if processor is not None:
+            await processor.start()
         state.ready = True
         log.info(
             "polku ready", extra={"data_dir": str(settings.data_dir), "host": settings.host, "port": settings.port}
@@ -80,6 +85,9 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             yield
         finally:
             state.ready = False
+            if processor is not None:
+                await processor.stop()
+            profiles.close()
             await event_log.close()
             await catalog.close()
 
@@ -87,6 +95,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
         routes=[
             *ingest_routes.routes,
             *admin_routes.routes,
+            *profile_routes.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -109,4 +118,5 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     )
     app.state.services = state
     app.state.metrics = metric_set
+    app.state.profiles = profiles
     return app

@@ -1,0 +1,458 @@
+"""The processor's state on SQLite: ``<data_dir>/state.db`` (WAL).
+
+A file of its own, beside the event log's ``polku.db``: the processor is its only
+writer, so it never waits on ingestion's writer, and the layout matches the
+scale-out deployment (log in NATS, state in PostgreSQL). The checkpoint lives in
+this file and commits in the same transaction as the state it covers.
+
+Rows that are read whole (profiles, accounts) are msgspec blobs; rows that are
+searched (identifiers, links, timeline, account members) are columns with
+``WITHOUT ROWID`` primary keys that serve the lookups, so no secondary index is
+needed except on timers' due times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from msgspec.structs import astuple
+
+from polku.adapters.sqlite.schema import Synchronous, connect
+from polku.core.identity import LinkEvent
+from polku.core.profile import Profile
+from polku.state import (
+    Account,
+    IdentifierRecord,
+    MergeRecord,
+    RefusalRecord,
+    StateChanges,
+    TimelineRow,
+)
+
+STATE_FILE: Final = "state.db"
+MAX_IN_PARAMETERS: Final = 500
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+    INSERT INTO checkpoint (id, seq) VALUES (1, 0);
+    CREATE TABLE identifiers (
+        workspace TEXT NOT NULL, identifier TEXT NOT NULL, customer_id TEXT NOT NULL,
+        first_ts INTEGER NOT NULL, first_mid TEXT NOT NULL,
+        PRIMARY KEY (workspace, identifier)
+    ) WITHOUT ROWID;
+    CREATE TABLE links (
+        workspace TEXT NOT NULL, set_hash TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (workspace, set_hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE link_members (
+        workspace TEXT NOT NULL, identifier TEXT NOT NULL, set_hash TEXT NOT NULL,
+        PRIMARY KEY (workspace, identifier, set_hash)
+    ) WITHOUT ROWID;
+    CREATE TABLE profiles (
+        workspace TEXT NOT NULL, customer_id TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (workspace, customer_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE redirects (
+        workspace TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL,
+        PRIMARY KEY (workspace, old_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE timeline (
+        workspace TEXT NOT NULL, customer_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+        anchor TEXT NOT NULL, type TEXT NOT NULL, name TEXT, channel TEXT NOT NULL, internal INTEGER NOT NULL,
+        PRIMARY KEY (workspace, customer_id, ts_ms, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE accounts (
+        workspace TEXT NOT NULL, account_id TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (workspace, account_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE account_members (
+        workspace TEXT NOT NULL, account_id TEXT NOT NULL, customer_id TEXT NOT NULL,
+        PRIMARY KEY (workspace, account_id, customer_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE identity_refusals (
+        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, ref TEXT NOT NULL, body BLOB NOT NULL,
+        UNIQUE (workspace, ref)
+    );
+    CREATE TABLE identity_changes (
+        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE TABLE timers (
+        workspace TEXT NOT NULL, customer_id TEXT NOT NULL, due_ms INTEGER NOT NULL,
+        PRIMARY KEY (workspace, customer_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX timers_due ON timers (due_ms);
+    CREATE TABLE log_outbox (id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, body BLOB NOT NULL);
+    """,
+)
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_profile = msgspec.msgpack.Decoder(Profile).decode
+_decode_account = msgspec.msgpack.Decoder(Account).decode
+_decode_link = msgspec.msgpack.Decoder(LinkEvent).decode
+_decode_refusal = msgspec.msgpack.Decoder(RefusalRecord).decode
+_decode_change = msgspec.msgpack.Decoder(MergeRecord).decode
+_json = msgspec.json.Encoder().encode
+
+
+def link_hash(identifiers: Sequence[str]) -> str:
+    return hashlib.blake2b("\x00".join(sorted(identifiers)).encode(), digest_size=12).hexdigest()
+
+
+def _chunks(values: Sequence[Any], size: int = MAX_IN_PARAMETERS) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def migrate_state(connection: sqlite3.Connection) -> None:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = connection.execute("PRAGMA user_version").fetchone()
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in script.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number}")
+        if connection.execute("SELECT 1 FROM meta WHERE key = 'salt'").fetchone() is None:
+            connection.execute("INSERT INTO meta (key, value) VALUES ('salt', ?)", (os.urandom(32),))
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+class StateReads:
+    """Reads over one connection (the writer's own, or a read-only one)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def salt(self) -> bytes:
+        return bytes(self.connection.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0])
+
+    def checkpoint(self) -> int:
+        return int(self.connection.execute("SELECT seq FROM checkpoint WHERE id = 1").fetchone()[0])
+
+    def identifiers(self, workspace: str, identifiers: Sequence[str]) -> dict[str, IdentifierRecord]:
+        found: dict[str, IdentifierRecord] = {}
+        for chunk in _chunks(identifiers):
+            marks = ",".join("?" * len(chunk))
+            for identifier, customer_id, first_ts, first_mid in self.connection.execute(
+                f"SELECT identifier, customer_id, first_ts, first_mid FROM identifiers "
+                f"WHERE workspace = ? AND identifier IN ({marks})",
+                (workspace, *chunk),
+            ):
+                found[identifier] = IdentifierRecord(customer_id, (first_ts, first_mid))
+        return found
+
+    def identifier(self, workspace: str, identifier: str) -> IdentifierRecord | None:
+        row = self.connection.execute(
+            "SELECT customer_id, first_ts, first_mid FROM identifiers WHERE workspace = ? AND identifier = ?",
+            (workspace, identifier),
+        ).fetchone()
+        return None if row is None else IdentifierRecord(row[0], (row[1], row[2]))
+
+    def profiles(self, workspace: str, customer_ids: Sequence[str]) -> dict[str, Profile]:
+        found: dict[str, Profile] = {}
+        for chunk in _chunks(customer_ids):
+            marks = ",".join("?" * len(chunk))
+            for customer_id, body in self.connection.execute(
+                f"SELECT customer_id, body FROM profiles WHERE workspace = ? AND customer_id IN ({marks})",
+                (workspace, *chunk),
+            ):
+                found[customer_id] = _decode_profile(body)
+        return found
+
+    def profile(self, workspace: str, customer_id: str) -> Profile | None:
+        row = self.connection.execute(
+            "SELECT body FROM profiles WHERE workspace = ? AND customer_id = ?", (workspace, customer_id)
+        ).fetchone()
+        return None if row is None else _decode_profile(row[0])
+
+    def redirect(self, workspace: str, customer_id: str) -> str:
+        """Follow merges: the live id a (possibly retired) customer id now has."""
+        for _ in range(64):
+            row = self.connection.execute(
+                "SELECT new_id FROM redirects WHERE workspace = ? AND old_id = ?", (workspace, customer_id)
+            ).fetchone()
+            if row is None:
+                return customer_id
+            customer_id = row[0]
+        return customer_id
+
+    def link_hashes(self, workspace: str, identifiers: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for chunk in _chunks(identifiers):
+            marks = ",".join("?" * len(chunk))
+            for identifier, set_hash in self.connection.execute(
+                f"SELECT identifier, set_hash FROM link_members WHERE workspace = ? AND identifier IN ({marks})",
+                (workspace, *chunk),
+            ):
+                found.setdefault(identifier, []).append(set_hash)
+        return found
+
+    def links(self, workspace: str, set_hashes: Sequence[str]) -> dict[str, LinkEvent]:
+        found: dict[str, LinkEvent] = {}
+        for chunk in _chunks(set_hashes):
+            marks = ",".join("?" * len(chunk))
+            for set_hash, body in self.connection.execute(
+                f"SELECT set_hash, body FROM links WHERE workspace = ? AND set_hash IN ({marks})", (workspace, *chunk)
+            ):
+                found[set_hash] = _decode_link(body)
+        return found
+
+    def account(self, workspace: str, account_id: str) -> Account | None:
+        row = self.connection.execute(
+            "SELECT body FROM accounts WHERE workspace = ? AND account_id = ?", (workspace, account_id)
+        ).fetchone()
+        return None if row is None else _decode_account(row[0])
+
+    def accounts(self, workspace: str, account_ids: Sequence[str]) -> dict[str, Account]:
+        found: dict[str, Account] = {}
+        for chunk in _chunks(account_ids):
+            marks = ",".join("?" * len(chunk))
+            for account_id, body in self.connection.execute(
+                f"SELECT account_id, body FROM accounts WHERE workspace = ? AND account_id IN ({marks})",
+                (workspace, *chunk),
+            ):
+                found[account_id] = _decode_account(body)
+        return found
+
+    def account_members(self, workspace: str, account_id: str, *, limit: int = 10_000) -> list[str]:
+        return [
+            row[0]
+            for row in self.connection.execute(
+                "SELECT customer_id FROM account_members WHERE workspace = ? AND account_id = ? "
+                "ORDER BY customer_id LIMIT ?",
+                (workspace, account_id, limit),
+            )
+        ]
+
+    def timeline(
+        self, workspace: str, customer_id: str, *, before: tuple[int, int] | None = None, limit: int | None = None
+    ) -> list[TimelineRow]:
+        """Newest first; ``before`` is a (ts_ms, seq) cursor."""
+        sql = "SELECT ts_ms, seq, anchor, type, name, channel, internal FROM timeline WHERE workspace = ? AND customer_id = ?"
+        parameters: list[Any] = [workspace, customer_id]
+        if before is not None:
+            sql += " AND (ts_ms, seq) < (?, ?)"
+            parameters += list(before)
+        sql += " ORDER BY ts_ms DESC, seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            parameters.append(limit)
+        return [
+            TimelineRow(ts, seq, anchor, kind, name, channel, bool(internal))
+            for ts, seq, anchor, kind, name, channel, internal in self.connection.execute(sql, parameters)
+        ]
+
+    def refusals(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, RefusalRecord]]:
+        return [
+            (row[0], _decode_refusal(row[1]))
+            for row in self.connection.execute(
+                "SELECT id, body FROM identity_refusals WHERE workspace = ? AND id > ? ORDER BY id LIMIT ?",
+                (workspace, after_id, limit),
+            )
+        ]
+
+    def identity_changes(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, MergeRecord]]:
+        return [
+            (row[0], _decode_change(row[1]))
+            for row in self.connection.execute(
+                "SELECT id, body FROM identity_changes WHERE workspace = ? AND id > ? ORDER BY id LIMIT ?",
+                (workspace, after_id, limit),
+            )
+        ]
+
+    def due_timers(self, now_ms: int, limit: int) -> list[tuple[str, str, int]]:
+        return list(
+            self.connection.execute(
+                "SELECT workspace, customer_id, due_ms FROM timers WHERE due_ms <= ? ORDER BY due_ms LIMIT ?",
+                (now_ms, limit),
+            )
+        )
+
+    def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]:
+        return [
+            (row[0], row[1], bytes(row[2]))
+            for row in self.connection.execute(
+                "SELECT id, workspace, body FROM log_outbox ORDER BY id LIMIT ?", (limit,)
+            )
+        ]
+
+    def count_customers(self, workspace: str) -> int:
+        return int(
+            self.connection.execute("SELECT count(*) FROM profiles WHERE workspace = ?", (workspace,)).fetchone()[0]
+        )
+
+
+class SqliteStateStore(StateReads):
+    """The writer side (the processor's): ``commit`` writes one batch's changes and
+    the checkpoint in one transaction."""
+
+    def __init__(self, data_dir: Path, *, synchronous: Synchronous = "FULL") -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        connection = connect(data_dir / STATE_FILE, synchronous=synchronous)
+        migrate_state(connection)
+        super().__init__(connection)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def commit(self, changes: StateChanges) -> None:
+        connection = self.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(connection, changes)
+            connection.execute("UPDATE checkpoint SET seq = ? WHERE id = 1", (changes.checkpoint,))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _write(connection: sqlite3.Connection, changes: StateChanges) -> None:
+        if changes.identifiers:
+            connection.executemany(
+                "INSERT OR REPLACE INTO identifiers (workspace, identifier, customer_id, first_ts, first_mid) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (workspace, identifier, record.customer_id, record.first_key[0], record.first_key[1])
+                    for (workspace, identifier), record in changes.identifiers.items()
+                ],
+            )
+        if changes.links:
+            connection.executemany(
+                "INSERT OR REPLACE INTO links (workspace, set_hash, body) VALUES (?, ?, ?)",
+                [(workspace, set_hash, _encode(link)) for (workspace, set_hash), link in changes.links.items()],
+            )
+            connection.executemany(
+                "INSERT OR IGNORE INTO link_members (workspace, identifier, set_hash) VALUES (?, ?, ?)",
+                [
+                    (workspace, identifier, set_hash)
+                    for (workspace, set_hash), link in changes.links.items()
+                    for identifier in link.identifiers
+                ],
+            )
+        deleted = [(workspace, customer_id) for (workspace, customer_id), body in changes.profiles.items() if body is None]
+        if deleted:
+            connection.executemany("DELETE FROM profiles WHERE workspace = ? AND customer_id = ?", deleted)
+            connection.executemany("DELETE FROM timers WHERE workspace = ? AND customer_id = ?", deleted)
+        connection.executemany(
+            "INSERT OR REPLACE INTO profiles (workspace, customer_id, body) VALUES (?, ?, ?)",
+            [
+                (workspace, customer_id, _encode(profile))
+                for (workspace, customer_id), profile in changes.profiles.items()
+                if profile is not None
+            ],
+        )
+        if changes.redirects:
+            connection.executemany(
+                "INSERT OR REPLACE INTO redirects (workspace, old_id, new_id) VALUES (?, ?, ?)",
+                [(workspace, old, new) for (workspace, old), new in changes.redirects.items()],
+            )
+        for (workspace, customer_id), rows in changes.timeline_replaced.items():
+            connection.execute("DELETE FROM timeline WHERE workspace = ? AND customer_id = ?", (workspace, customer_id))
+            connection.executemany(
+                "INSERT OR REPLACE INTO timeline (workspace, customer_id, ts_ms, seq, anchor, type, name, channel, "
+                "internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(workspace, customer_id, *astuple(row)) for row in rows],
+            )
+        if changes.timeline:
+            connection.executemany(
+                "INSERT OR REPLACE INTO timeline (workspace, customer_id, ts_ms, seq, anchor, type, name, channel, "
+                "internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(workspace, customer_id, *astuple(row)) for workspace, customer_id, row in changes.timeline],
+            )
+        if changes.accounts:
+            connection.executemany(
+                "INSERT OR REPLACE INTO accounts (workspace, account_id, body) VALUES (?, ?, ?)",
+                [(workspace, account_id, _encode(account)) for (workspace, account_id), account in changes.accounts.items()],
+            )
+        if changes.members_removed:
+            connection.executemany(
+                "DELETE FROM account_members WHERE workspace = ? AND account_id = ? AND customer_id = ?",
+                sorted(changes.members_removed),
+            )
+        if changes.members_added:
+            connection.executemany(
+                "INSERT OR IGNORE INTO account_members (workspace, account_id, customer_id) VALUES (?, ?, ?)",
+                sorted(changes.members_added),
+            )
+        if changes.refusals:
+            connection.executemany(
+                "INSERT OR IGNORE INTO identity_refusals (workspace, seq, ref, body) VALUES (?, ?, ?, ?)",
+                [
+                    (workspace, record.seq, f"{record.ts_ms}|{record.message_id}|{record.identifier}", _encode(record))
+                    for workspace, record in changes.refusals
+                ],
+            )
+        if changes.merges:
+            connection.executemany(
+                "INSERT INTO identity_changes (workspace, seq, body) VALUES (?, ?, ?)",
+                [(workspace, record.seq, _encode(record)) for workspace, record in changes.merges],
+            )
+        for (workspace, customer_id), due_ms in changes.timers.items():
+            if due_ms is None:
+                connection.execute(
+                    "DELETE FROM timers WHERE workspace = ? AND customer_id = ?", (workspace, customer_id)
+                )
+            else:
+                connection.execute(
+                    "INSERT OR REPLACE INTO timers (workspace, customer_id, due_ms) VALUES (?, ?, ?)",
+                    (workspace, customer_id, due_ms),
+                )
+        if changes.emitted:
+            connection.executemany(
+                "INSERT INTO log_outbox (workspace, body) VALUES (?, ?)",
+                [(workspace, _json(event)) for workspace, event in changes.emitted],
+            )
+
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            self.connection.executemany("DELETE FROM log_outbox WHERE id = ?", [(entry_id,) for entry_id in ids])
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+
+    def reset(self) -> None:
+        """Forget every derived record and the checkpoint (``polku identity rebuild``);
+        the salt stays, so the rebuilt customers get the same ids."""
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            for table in (
+                "identifiers",
+                "links",
+                "link_members",
+                "profiles",
+                "redirects",
+                "timeline",
+                "accounts",
+                "account_members",
+                "identity_refusals",
+                "identity_changes",
+                "timers",
+            ):
+                self.connection.execute(f"DELETE FROM {table}")
+            self.connection.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+
+
+def open_state_reader(data_dir: Path) -> StateReads:
+    """A read-only view (the API's); the processor creates the file."""
+    path = data_dir / STATE_FILE
+    if not path.exists():
+        SqliteStateStore(data_dir).close()
+    return StateReads(connect(path, readonly=True))

@@ -1,0 +1,214 @@
+"""``polku process``, ``polku identity``, ``polku profiles`` and ``polku accounts``:
+the processor, and the CLI twins of the profile API, on the embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.progress import Progress
+
+from polku.adapters.sqlite.log_reader import SqliteLogReader
+from polku.adapters.sqlite.schema import DATABASE_FILE
+from polku.adapters.sqlite.state_store import open_state_reader
+from polku.cli.store import DATA_DIR_HELP, console, emit
+from polku.core.errors import Conflict, NotFound
+from polku.engine.profile_views import ProfileViews, refusal_json
+from polku.engine.runtime import WorkspaceRuntime
+from polku.engine.setup import DEFAULT_WORKSPACE
+from polku.engine.worker import rebuild_state, run_processor, wall_clock_ms
+
+T = TypeVar("T")
+identity_app = typer.Typer(help="Identity resolution: rebuild from the log, refusals, merges.", no_args_is_help=True)
+profiles_app = typer.Typer(help="Customer profiles, timelines and the agent view.", no_args_is_help=True)
+accounts_app = typer.Typer(help="B2B accounts and their people.", no_args_is_help=True)
+
+DataDir = Annotated[Path, typer.Option(envvar="POLKU_DATA_DIR", help=DATA_DIR_HELP)]
+Workspace = Annotated[str, typer.Option(help="Workspace.")]
+Format = Annotated[str, typer.Option("--format", help="table or json.")]
+
+
+def _require_store(data_dir: Path) -> None:
+    if not (data_dir / DATABASE_FILE).exists():
+        raise NotFound(f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir")
+
+
+def _with_views(data_dir: Path, workspace: str, function: Callable[[ProfileViews, WorkspaceRuntime], T]) -> T:
+    _require_store(data_dir)
+    log = SqliteLogReader(data_dir)
+    state = open_state_reader(data_dir)
+    try:
+        configs = log.configs()
+        if workspace not in configs:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        from polku.adapters.sqlite.log_reader import decode_config
+
+        runtime = WorkspaceRuntime.compile(decode_config(configs[workspace]))
+        return function(ProfileViews(state, log), runtime)
+    finally:
+        state.connection.close()
+        log.close()
+
+
+def process(
+    data_dir: DataDir = Path("polku-data"),
+    wait_for_lock: Annotated[
+        bool, typer.Option("--wait-for-lock", help="Wait for a previous processor to exit instead of failing.")
+    ] = False,
+) -> None:
+    """Run the processor (identity, profiles, segments) until stopped. `polku serve`
+    runs it for you; run it yourself with `serve --no-processor`."""
+    from polku.logs import configure
+
+    configure("info")
+    _require_store(data_dir)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        deadline = time.monotonic() + (3600 * 24 * 365 if wait_for_lock else 0)
+        while True:
+            try:
+                await run_processor(data_dir, stop=stop)
+                return
+            except Conflict:
+                if time.monotonic() > deadline or stop.is_set():
+                    raise
+                await asyncio.sleep(0.2)
+
+    asyncio.run(go())
+
+
+@identity_app.command("rebuild")
+def identity_rebuild(data_dir: DataDir = Path("polku-data")) -> None:
+    """Replay the whole log under the current identity rules and configuration:
+    identities, profiles, accounts, segments and timelines are derived again. Stop
+    the server first (the rebuild refuses to run beside a live processor)."""
+    _require_store(data_dir)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying the log", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        checkpoint = rebuild_state(data_dir, on_progress=on_progress)
+    console.print(f"identity rebuilt from the log up to position {checkpoint}")
+
+
+@identity_app.command("refusals")
+def identity_refusals(
+    data_dir: DataDir = Path("polku-data"), workspace: Workspace = DEFAULT_WORKSPACE, output_format: Format = "table"
+) -> None:
+    """Links the merge rules refused (e.g. two user ids sharing an e-mail address)."""
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> list[dict[str, Any]]:
+        return [refusal_json(i, r) for i, r in views.state.refusals(workspace, limit=1000)]
+
+    emit(
+        _with_views(data_dir, workspace, read),
+        output_format,
+        columns=["id", "timestamp", "kept_with", "refused_identifier", "reason"],
+        title="refused identity links",
+    )
+
+
+@identity_app.command("changes")
+def identity_changes(
+    data_dir: DataDir = Path("polku-data"), workspace: Workspace = DEFAULT_WORKSPACE, output_format: Format = "table"
+) -> None:
+    """The audit of merges and splits."""
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> list[dict[str, Any]]:
+        return [
+            {"id": i, "seq": r.seq, "kind": r.kind, "survivor": r.survivor, "absorbed": ", ".join(r.absorbed)}
+            for i, r in views.state.identity_changes(workspace, limit=1000)
+        ]
+
+    emit(
+        _with_views(data_dir, workspace, read),
+        output_format,
+        columns=["id", "seq", "kind", "survivor", "absorbed"],
+        title="identity changes",
+    )
+
+
+@profiles_app.command("show")
+def profiles_show(
+    identifier: Annotated[
+        str, typer.Argument(help="A customer id, `type:value` (email:ann@example.com) or a bare identifier value.")
+    ],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    output_format: Format = "table",
+) -> None:
+    """The customer's profile: identifiers, traits, computed attributes, segments, accounts."""
+    now = wall_clock_ms()
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> dict[str, Any]:
+        return views.profile_json(workspace, runtime, views.find_any(workspace, runtime, identifier), now)
+
+    profile = _with_views(data_dir, workspace, read)
+    if output_format == "json":
+        emit(profile, "json")
+        return
+    rows = [{"field": key, "value": value} for key, value in profile.items() if value not in ({}, [], None)]
+    emit(rows, "table", columns=["field", "value"], title=f"customer {profile['customer_id']}")
+
+
+@profiles_app.command("timeline")
+def profiles_timeline(
+    identifier: Annotated[str, typer.Argument(help="A customer id, `type:value` or a bare identifier value.")],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    limit: Annotated[int, typer.Option(min=1, max=200, help="Events to show, newest first.")] = 50,
+    output_format: Format = "table",
+) -> None:
+    """Every event of the customer across channels and merged identifiers, newest first."""
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> dict[str, Any]:
+        customer_id = views.find_any(workspace, runtime, identifier)
+        return views.timeline(workspace, customer_id, before=None, limit=limit)
+
+    page = _with_views(data_dir, workspace, read)
+    if output_format == "json":
+        emit(page, "json")
+        return
+    emit(page["events"], "table", columns=["timestamp", "channel", "type", "name", "identifier"], title="timeline")
+
+
+@profiles_app.command("context")
+def profiles_context(
+    identifier: Annotated[str, typer.Argument(help="A customer id, `type:value` or a bare identifier value.")],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+) -> None:
+    """The agent view as JSON: who this is, what they just did, the likely reason for contact."""
+    now = wall_clock_ms()
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> dict[str, Any]:
+        return views.context(workspace, runtime, views.find_any(workspace, runtime, identifier), now)
+
+    emit(_with_views(data_dir, workspace, read), "json")
+
+
+@accounts_app.command("show")
+def accounts_show(
+    account_id: Annotated[str, typer.Argument(help="The account's groupId.")],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    output_format: Format = "table",
+) -> None:
+    """An account's traits and its people."""
+    account = _with_views(data_dir, workspace, lambda views, runtime: views.account(workspace, account_id))
+    if output_format == "json":
+        emit(account, "json")
+        return
+    console.print(f"account {account['account_id']}: {account['traits']}")
+    emit(account["people"], "table", columns=["customer_id", "name", "email", "last_seen"], title="people")

@@ -1,0 +1,99 @@
+"""Segments: named conditions over a customer's profile and accounts (pure).
+
+A segment's condition is compiled once (``polku.core.expr``) and evaluated again
+only when one of the paths it reads has changed — a ``traits.plan`` change does not
+touch a segment over ``attributes.orders_30d``. Conditions that read ``now`` (or a
+windowed attribute) depend on time as well; the processor re-checks them on the
+customer's timers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, Final
+
+import msgspec
+
+from polku.core.errors import ConfigError
+from polku.core.expr import Condition, compile_condition
+
+NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9_\-]{0,62}")
+SEGMENT_ROOTS: Final = frozenset(
+    {"traits", "attributes", "segments", "accounts", "account", "last_seen", "feedback", "identifiers", "now"}
+)
+ENTERED_EVENT: Final = "Segment Entered"
+EXITED_EVENT: Final = "Segment Exited"
+
+
+class SegmentSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    condition: str
+    description: str = ""
+
+
+def _affected(references: frozenset[str], changed: Collection[str]) -> bool:
+    for path in changed:
+        for reference in references:
+            if reference == path or path.startswith(reference + ".") or reference.startswith(path + "."):
+                return True
+    return False
+
+
+class CompiledSegment:
+    __slots__ = ("condition", "name", "reads_now", "references")
+
+    def __init__(self, name: str, condition: Condition) -> None:
+        self.name = name
+        self.condition = condition
+        self.references = condition.references
+        self.reads_now = "now" in condition.references
+
+
+class SegmentSet:
+    """The compiled segments of one workspace."""
+
+    def __init__(self, segments: list[CompiledSegment], windowed_attributes: Collection[str] = ()) -> None:
+        self.segments = segments
+        self.names = tuple(segment.name for segment in segments)
+        windowed = {"attributes." + name for name in windowed_attributes}
+        self.time_dependent = tuple(
+            segment for segment in segments if segment.reads_now or _affected(segment.references, windowed)
+        )
+
+    @classmethod
+    def compile(
+        cls, specs: Mapping[str, SegmentSpec], *, windowed_attributes: Collection[str] = (), where: str = "segments"
+    ) -> SegmentSet:
+        compiled = []
+        for name, spec in specs.items():
+            if not NAME_PATTERN.fullmatch(name):
+                raise ConfigError(
+                    f"{where}.{name}: a segment name is 1-63 lower-case letters, digits, '-' or '_', starting with a letter",
+                    field=f"{where}.{name}",
+                )
+            condition = compile_condition(spec.condition, roots=SEGMENT_ROOTS, where=f"{where}.{name}.condition")
+            compiled.append(CompiledSegment(name, condition))
+        return cls(compiled, windowed_attributes)
+
+    def affected(self, changed: Collection[str] | None) -> list[CompiledSegment]:
+        """The segments to evaluate after ``changed`` paths changed (``None``: all)."""
+        if changed is None:
+            return list(self.segments)
+        if not changed:
+            return []
+        return [segment for segment in self.segments if _affected(segment.references, changed)]
+
+    @staticmethod
+    def evaluate(
+        segments: list[CompiledSegment], view: Mapping[str, Any], current: Mapping[str, int]
+    ) -> tuple[list[str], list[str]]:
+        """(entered, exited) among ``segments`` for a customer now in ``current``."""
+        entered: list[str] = []
+        exited: list[str] = []
+        for segment in segments:
+            member = segment.condition(view)
+            if member and segment.name not in current:
+                entered.append(segment.name)
+            elif not member and segment.name in current:
+                exited.append(segment.name)
+        return entered, exited

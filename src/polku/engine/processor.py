@@ -1,0 +1,424 @@
+"""The processor: identity → profile → segments for every event of the log, per
+customer, in log order, effectively once.
+
+One ``step`` reads a batch of events after the checkpoint (and the timers that are
+due), folds them into the state through the caches, and commits the changes with the
+new checkpoint in one transaction (``SqliteStateStore.commit``). A crash anywhere
+leaves either the whole batch applied or none of it; the batch is then read again.
+The events the processor writes itself (segment changes, merges) go to an outbox in
+the same transaction and are appended to the log afterwards with deterministic
+messageIds, so a second append after a crash is a duplicate the log drops.
+
+The processor is the only writer of the state, so its caches (bounded) are the
+truth once a batch commits; a failed commit clears them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+
+from polku.adapters.sqlite.log_reader import decode_config
+from polku.adapters.sqlite.state_store import SqliteStateStore, link_hash
+from polku.core.events import Event, time_millis
+from polku.core.identity import CustomerSummary, EventKey, LinkEvent, event_identifiers, identifier_type, link_live
+from polku.core.profile import Profile, apply_event, condition_view, facts_of
+from polku.core.segments import ENTERED_EVENT, EXITED_EVENT
+from polku.engine.identity_change import IdentityChanger
+from polku.engine.runtime import SEGMENT_RECHECK_MS, WorkspaceRuntime, internal_customer, internal_event
+from polku.ports import LogReader
+from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
+
+log = logging.getLogger("polku.processor")
+_decode_event = msgspec.json.Decoder(Event).decode
+
+MAX_ACCOUNT_FANOUT: Final = 10_000
+"""Members whose segments are checked again when their account's traits change."""
+
+
+class Caches:
+    """Bounded caches of the state the processor wrote (it is the only writer)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.owners: dict[tuple[str, str], IdentifierRecord | None] = {}
+        self.profiles: dict[tuple[str, str], Profile] = {}
+        self.links: dict[tuple[str, str], EventKey] = {}
+        self.accounts: dict[tuple[str, str], Account | None] = {}
+
+    def clear(self) -> None:
+        for cache in (self.owners, self.profiles, self.links, self.accounts):
+            cache.clear()
+
+    def trim(self) -> None:
+        """Evict the oldest entries (insertion order) once over capacity: cheap, and
+        the hot customers come straight back."""
+        for cache, share in ((self.owners, 3), (self.profiles, 1), (self.links, 2), (self.accounts, 1)):
+            limit = self.capacity * share
+            if len(cache) > limit:
+                drop = len(cache) - limit + limit // 10
+                for key in list(cache)[:drop]:
+                    del cache[key]  # type: ignore[attr-defined]
+
+
+class Processor:
+    def __init__(
+        self,
+        store: SqliteStateStore,
+        reader: LogReader,
+        *,
+        clock: Callable[[], int],
+        batch_size: int = 1000,
+        cache_size: int = 100_000,
+        emit: bool = True,
+    ) -> None:
+        self.store = store
+        self.reader = reader
+        self.clock = clock
+        self.batch_size = batch_size
+        self.emit = emit
+        self.salt = store.salt()
+        self.checkpoint = store.checkpoint()
+        self.caches = Caches(cache_size)
+        self.runtimes: dict[str, WorkspaceRuntime] = {}
+        self._config_bodies: dict[str, bytes] = {}
+        self.changes = StateChanges(checkpoint=self.checkpoint)
+        self.identity = IdentityChanger(self)
+        self.now = 0
+        self.refresh_configs()
+
+    # -- configuration --------------------------------------------------------
+
+    def refresh_configs(self) -> None:
+        """Compile the configuration of any workspace whose stored config changed.
+        A configuration that no longer compiles keeps the previous one (and logs)."""
+        for workspace, body in self.reader.configs().items():
+            if self._config_bodies.get(workspace) == body:
+                continue
+            try:
+                self.runtimes[workspace] = WorkspaceRuntime.compile(decode_config(body))
+            except Exception:
+                log.exception("workspace %s: configuration not applied", workspace)
+                if workspace not in self.runtimes:
+                    raise
+            self._config_bodies[workspace] = body
+
+    def runtime(self, workspace: str) -> WorkspaceRuntime:
+        runtime = self.runtimes.get(workspace)
+        if runtime is None:
+            self.refresh_configs()
+            runtime = self.runtimes.get(workspace)
+            if runtime is None:
+                runtime = WorkspaceRuntime.compile(decode_config(b"{}"))
+                self.runtimes[workspace] = runtime
+        return runtime
+
+    # -- the loop -------------------------------------------------------------
+
+    def step(self) -> int:
+        """Process one batch of events and due timers; returns how many."""
+        self.now = self.clock()
+        rows = self.reader.read(self.checkpoint, self.batch_size)
+        timers = self.store.due_timers(self.now, self.batch_size)
+        if not rows and not timers:
+            return 0
+        try:
+            for seq, workspace, body in rows:
+                self.process(seq, workspace, _decode_event(body))
+                self.changes.checkpoint = seq
+            for workspace, customer_id, due_ms in timers:
+                self.fire_timer(workspace, customer_id, due_ms)
+            self.flush()
+        except BaseException:
+            self.caches.clear()
+            self.checkpoint = self.store.checkpoint()
+            self.changes = StateChanges(checkpoint=self.checkpoint)
+            raise
+        self.caches.trim()
+        return len(rows) + len(timers)
+
+    def flush(self) -> None:
+        """Commit what the batch changed so far, with the checkpoint of the last
+        event applied."""
+        changes = self.changes
+        self.store.commit(changes)
+        self.checkpoint = changes.checkpoint
+        self.changes = StateChanges(checkpoint=self.checkpoint)
+
+    def run_until_idle(self, max_steps: int | None = None) -> int:
+        """Process until the log and the due timers are exhausted (tests, rebuild)."""
+        total = 0
+        steps = 0
+        while max_steps is None or steps < max_steps:
+            done = self.step()
+            steps += 1
+            if not done:
+                break
+            total += done
+        return total
+
+    # -- reads through the caches ----------------------------------------------
+
+    def owner(self, workspace: str, identifier: str) -> IdentifierRecord | None:
+        key = (workspace, identifier)
+        try:
+            return self.caches.owners[key]
+        except KeyError:
+            record = self.store.identifier(workspace, identifier)
+            self.caches.owners[key] = record
+            return record
+
+    def set_owner(self, workspace: str, identifier: str, record: IdentifierRecord) -> None:
+        self.caches.owners[(workspace, identifier)] = record
+        self.changes.identifiers[(workspace, identifier)] = record
+
+    def profile(self, workspace: str, customer_id: str) -> Profile:
+        key = (workspace, customer_id)
+        found = self.caches.profiles.get(key)
+        if found is None:
+            found = self.store.profile(workspace, customer_id)
+            if found is None:
+                raise LookupError(f"customer {customer_id} has identifiers but no profile")
+            self.caches.profiles[key] = found
+        return found
+
+    def put_profile(self, workspace: str, profile: Profile) -> None:
+        key = (workspace, profile.customer_id)
+        self.caches.profiles[key] = profile
+        self.changes.profiles[key] = profile
+
+    def drop_profile(self, workspace: str, customer_id: str) -> None:
+        self.caches.profiles.pop((workspace, customer_id), None)
+        self.changes.profiles[(workspace, customer_id)] = None
+        self.changes.timers[(workspace, customer_id)] = None
+
+    def account(self, workspace: str, account_id: str) -> Account | None:
+        key = (workspace, account_id)
+        try:
+            return self.caches.accounts[key]
+        except KeyError:
+            found = self.store.account(workspace, account_id)
+            self.caches.accounts[key] = found
+            return found
+
+    def summary(self, workspace: str, customer_id: str) -> CustomerSummary:
+        profile = self.profile(workspace, customer_id)
+        counts: dict[str, int] = {}
+        for identifier in profile.identifiers:
+            kind = identifier_type(identifier)
+            counts[kind] = counts.get(kind, 0) + 1
+        return CustomerSummary(
+            customer_id=customer_id,
+            founder=profile.founder,
+            counts=counts,
+            size=len(profile.identifiers),
+            conflicted=profile.conflicted,
+        )
+
+    # -- one event --------------------------------------------------------------
+
+    def process(self, seq: int, workspace: str, event: Event) -> None:
+        runtime = self.runtime(workspace)
+        internal = internal_customer(event)
+        ts = time_millis(event.timestamp)
+        if internal is not None or event.source == "polku":
+            if self.emit and internal is not None:
+                self.record_internal(workspace, seq, ts, event, internal)
+            return
+        identifiers = event_identifiers(event, runtime.rules)
+        if not identifiers:
+            return
+        customer_id = self.resolve(workspace, runtime, identifiers, (ts, event.message_id), seq)
+        profile = self.profile(workspace, customer_id)
+        facts = facts_of(seq, event, ts)
+        group_id = event.group_id if event.type == "group" else None
+        changed = apply_event(profile, facts, group_id, runtime.attributes, runtime.feedback_event)
+        self.put_profile(workspace, profile)
+        name = event.event if event.type == "track" else event.name
+        self.changes.timeline.append(
+            (workspace, customer_id, TimelineRow(ts, seq, identifiers[0], event.type, name, event.channel))
+        )
+        if group_id is not None:
+            self.apply_group(workspace, runtime, group_id, event, seq, ts, customer_id)
+        self.evaluate(workspace, runtime, profile, changed, trigger=str(seq))
+
+    def record_internal(self, workspace: str, seq: int, ts: int, event: Event, customer_id: str) -> None:
+        live = self.store.redirect(workspace, customer_id)
+        if (workspace, live) not in self.caches.profiles and self.store.profile(workspace, live) is None:
+            return
+        row = TimelineRow(ts, seq, "customer:" + live, event.type, event.event, event.channel, internal=True)
+        self.changes.timeline.append((workspace, live, row))
+
+    def resolve(self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int) -> str:
+        """The customer of an event, applying what its identifiers change."""
+        owners = {identifier: self.owner(workspace, identifier) for identifier in identifiers}
+        for identifier, record in owners.items():
+            if record is not None and key < record.first_key:
+                self.set_owner(workspace, identifier, IdentifierRecord(record.customer_id, key))
+        link: LinkEvent | None = None
+        if len(identifiers) > 1:
+            set_hash = link_hash(identifiers)
+            known = self.caches.links.get((workspace, set_hash))
+            if known is None:
+                stored = self.store.links(workspace, [set_hash]).get(set_hash)
+                known = stored.key if stored is not None else None
+                if known is not None:
+                    self.caches.links[(workspace, set_hash)] = known
+            if known is None or key < known:
+                link = LinkEvent(key, tuple(identifiers))
+        customers = {record.customer_id for record in owners.values() if record is not None}
+        if len(customers) == 1 and all(owners.values()):
+            (customer_id,) = customers
+            if link is None or not self.profile(workspace, customer_id).conflicted:
+                if link is not None:
+                    self.record_link(workspace, link)
+                return customer_id
+            return self.identity.recompute(workspace, runtime, identifiers, key, seq, link)
+        summaries = {
+            identifier: self.summary(workspace, record.customer_id) if record is not None else None
+            for identifier, record in owners.items()
+        }
+        plan = link_live(identifiers, summaries, key, runtime.rules, self.salt)
+        if plan is None:
+            return self.identity.recompute(workspace, runtime, identifiers, key, seq, link)
+        if plan.absorb:
+            survivor = self.identity.merge(workspace, runtime, plan, key, seq)
+            if link is not None:
+                self.record_link(workspace, link)
+            return survivor
+        if link is not None:
+            self.record_link(workspace, link)
+        if plan.founder is not None:
+            profile = Profile(customer_id=plan.survivor, founder=plan.founder)
+        else:
+            profile = self.profile(workspace, plan.survivor)
+        for identifier in plan.attach:
+            profile.identifiers.append(identifier)
+            self.set_owner(workspace, identifier, IdentifierRecord(plan.survivor, key))
+        self.put_profile(workspace, profile)
+        return plan.survivor
+
+    def record_link(self, workspace: str, link: LinkEvent) -> None:
+        set_hash = link_hash(link.identifiers)
+        self.caches.links[(workspace, set_hash)] = link.key
+        self.changes.links[(workspace, set_hash)] = link
+
+    # -- accounts -----------------------------------------------------------------
+
+    def apply_group(
+        self,
+        workspace: str,
+        runtime: WorkspaceRuntime,
+        account_id: str,
+        event: Event,
+        seq: int,
+        ts: int,
+        customer_id: str,
+    ) -> None:
+        account = self.account(workspace, account_id) or Account(id=account_id, first_seen_ms=ts)
+        traits_changed = False
+        for name, value in (event.traits or {}).items():
+            current = account.traits.get(name)
+            if current is None or (current[1], current[2]) <= (ts, seq):
+                if current is None or current[0] != value:
+                    traits_changed = True
+                account.traits[name] = (value, ts, seq)
+        account.first_seen_ms = min(account.first_seen_ms or ts, ts)
+        account.last_seen_ms = max(account.last_seen_ms, ts)
+        self.caches.accounts[(workspace, account_id)] = account
+        self.changes.accounts[(workspace, account_id)] = account
+        self.changes.members_added.add((workspace, account_id, customer_id))
+        self.changes.members_removed.discard((workspace, account_id, customer_id))
+        if traits_changed:
+            members = set(self.store.account_members(workspace, account_id, limit=MAX_ACCOUNT_FANOUT))
+            members.update(c for w, a, c in self.changes.members_added if w == workspace and a == account_id)
+            members.discard(customer_id)
+            for member in sorted(members):
+                try:
+                    other = self.profile(workspace, member)
+                except LookupError:
+                    continue
+                self.evaluate(workspace, runtime, other, {"account", "accounts"}, trigger=f"{seq}:{account_id}")
+            self.evaluate(workspace, runtime, self.profile(workspace, customer_id), {"account", "accounts"}, str(seq))
+
+    # -- segments and timers ------------------------------------------------------
+
+    def view(self, workspace: str, runtime: WorkspaceRuntime, profile: Profile) -> dict[str, object]:
+        values = runtime.attributes.values(profile.attributes, self.now)
+        account_traits = {}
+        for account_id in profile.accounts:
+            account = self.account(workspace, account_id)
+            account_traits[account_id] = account.trait_values() if account is not None else None
+        return condition_view(profile, values, account_traits, self.now)
+
+    def evaluate(
+        self,
+        workspace: str,
+        runtime: WorkspaceRuntime,
+        profile: Profile,
+        changed: set[str] | None,
+        trigger: str,
+    ) -> None:
+        """Check the segments whose inputs changed; record entering and leaving
+        (in the profile, and as events in the log); set the customer's timer."""
+        segments = runtime.segments.affected(changed)
+        if changed is None:
+            for name in [name for name in profile.segments if name not in runtime.segments.names]:
+                self.leave(workspace, profile, name, trigger)
+        if segments:
+            entered, exited = runtime.segments.evaluate(
+                segments, self.view(workspace, runtime, profile), profile.segments
+            )
+            for name in entered:
+                profile.segments[name] = self.now
+                self.announce(workspace, profile.customer_id, ENTERED_EVENT, name, trigger)
+            for name in exited:
+                self.leave(workspace, profile, name, trigger)
+            if entered or exited:
+                self.put_profile(workspace, profile)
+        self.schedule(workspace, runtime, profile)
+
+    def leave(self, workspace: str, profile: Profile, name: str, trigger: str) -> None:
+        profile.segments.pop(name, None)
+        self.announce(workspace, profile.customer_id, EXITED_EVENT, name, trigger)
+        self.put_profile(workspace, profile)
+
+    def announce(self, workspace: str, customer_id: str, event_name: str, segment: str, trigger: str) -> None:
+        if not self.emit:
+            return
+        identity = f"{event_name}|{workspace}|{customer_id}|{segment}|{trigger}"
+        event = internal_event(event_name, customer_id, self.now, identity, {"segment": segment}, self.now)
+        self.changes.emitted.append((workspace, event))
+
+    def announce_identity(
+        self, workspace: str, event_name: str, customer_id: str, properties: dict[str, object], trigger: str
+    ) -> None:
+        if not self.emit:
+            return
+        identity = f"{event_name}|{workspace}|{customer_id}|{trigger}"
+        event = internal_event(event_name, customer_id, self.now, identity, dict(properties), self.now)
+        self.changes.emitted.append((workspace, event))
+
+    def schedule(self, workspace: str, runtime: WorkspaceRuntime, profile: Profile) -> None:
+        if not runtime.segments.time_dependent:
+            return
+        due = runtime.attributes.next_change_ms(profile.attributes, self.now)
+        if runtime.reads_now:
+            recheck = self.now + SEGMENT_RECHECK_MS
+            due = recheck if due is None else min(due, recheck)
+        self.changes.timers[(workspace, profile.customer_id)] = due
+
+    def fire_timer(self, workspace: str, customer_id: str, due_ms: int) -> None:
+        runtime = self.runtime(workspace)
+        try:
+            profile = self.profile(workspace, customer_id)
+        except LookupError:
+            self.changes.timers[(workspace, customer_id)] = None
+            return
+        runtime.attributes.prune(profile.attributes, self.now)
+        self.put_profile(workspace, profile)
+        self.changes.timers[(workspace, customer_id)] = None
+        self.evaluate(workspace, runtime, profile, set(runtime.time_paths), trigger=f"t{due_ms}")

@@ -1,0 +1,270 @@
+"""What the API and the CLI show of customers and accounts: the profile, the
+timeline across channels and merged identifiers, the agent view and accounts.
+Reads only (the processor writes); the same functions serve both edges."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from polku.adapters.sqlite.log_reader import SqliteLogReader
+from polku.adapters.sqlite.state_store import StateReads
+from polku.core.errors import InvalidInput, NotFound
+from polku.core.events import Event, format_millis
+from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
+from polku.core.profile import Profile, identifiers_by_type
+from polku.engine.runtime import WorkspaceRuntime
+from polku.state import Account, TimelineRow
+
+_decode_event = msgspec.json.Decoder(Event).decode
+MAX_TIMELINE_PAGE: Final = 200
+RECENT_EVENTS: Final = 20
+RECENT_PURCHASES: Final = 5
+CONTEXT_SCAN: Final = 500
+"""Timeline entries the agent view reads at most (newest first)."""
+
+
+class ProfileViews:
+    def __init__(self, state: StateReads, log: SqliteLogReader) -> None:
+        self.state = state
+        self.log = log
+
+    # -- finding a customer -------------------------------------------------------
+
+    def find(self, workspace: str, runtime: WorkspaceRuntime, kind: str, value: str) -> str:
+        """The live customer id for ``kind=value`` (an identifier type, or
+        ``customer_id``). Raises ``NotFound`` or ``InvalidInput``."""
+        if kind == "customer_id":
+            live = self.state.redirect(workspace, value)
+            if self.state.profile(workspace, live) is None:
+                raise NotFound(f"customer {value!r} does not exist")
+            return live
+        if kind not in BUILT_IN_TYPES and kind not in runtime.rules.identifiers:
+            known = ", ".join(["customer_id", *runtime.rules.types()])
+            raise InvalidInput(f"unknown identifier type {kind!r} (known: {known})", field=kind)
+        identifier = lookup_identifier(kind, value, runtime.rules)
+        if identifier is None:
+            raise InvalidInput(f"{value!r} is not a valid {kind}", field=kind)
+        record = self.state.identifier(workspace, identifier)
+        if record is None:
+            raise NotFound(f"no customer has {kind} {value!r}")
+        return self.state.redirect(workspace, record.customer_id)
+
+    def find_any(self, workspace: str, runtime: WorkspaceRuntime, text: str) -> str:
+        """A CLI argument: ``type:value``, a customer id, or a bare value tried as
+        every identifier type in turn."""
+        kind, sep, value = text.partition(":")
+        if sep and (kind in BUILT_IN_TYPES or kind in runtime.rules.identifiers or kind == "customer_id"):
+            return self.find(workspace, runtime, kind, value)
+        if text.startswith("c_") and self.state.profile(workspace, self.state.redirect(workspace, text)):
+            return self.state.redirect(workspace, text)
+        for candidate in runtime.rules.types():
+            try:
+                return self.find(workspace, runtime, candidate, text)
+            except (NotFound, InvalidInput):
+                continue
+        raise NotFound(f"no customer has an identifier {text!r}")
+
+    def _profile(self, workspace: str, customer_id: str) -> Profile:
+        profile = self.state.profile(workspace, customer_id)
+        if profile is None:
+            raise NotFound(f"customer {customer_id!r} does not exist")
+        return profile
+
+    # -- the profile --------------------------------------------------------------
+
+    def profile_json(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:
+        profile = self._profile(workspace, customer_id)
+        accounts = self.state.accounts(workspace, list(profile.accounts))
+        return {
+            "customer_id": profile.customer_id,
+            "identifiers": identifiers_by_type(profile.identifiers),
+            "traits": {name: value[0] for name, value in profile.traits.items()},
+            "trait_updated_at": {name: format_millis(value[1]) for name, value in profile.traits.items()},
+            "attributes": runtime.attributes.values(profile.attributes, now_ms),
+            "segments": {name: format_millis(ms) for name, ms in sorted(profile.segments.items())},
+            "accounts": [_account_summary(account_id, accounts.get(account_id)) for account_id in profile.accounts],
+            "last_seen": {channel: format_millis(ms) for channel, ms in sorted(profile.last_seen.items())},
+            "feedback": {
+                metric: {"score": answer[0], "at": format_millis(answer[1]), "channel": answer[2]}
+                for metric, answer in sorted(profile.feedback.items())
+            },
+            "first_seen": format_millis(profile.first_seen_ms) if profile.first_seen_ms else None,
+            "events": profile.events,
+            "identity_conflict": profile.conflicted,
+            "refused_links": self.refusals_of(workspace, customer_id) if profile.conflicted else [],
+        }
+
+    def refusals_of(self, workspace: str, customer_id: str) -> list[dict[str, Any]]:
+        found = []
+        after = 0
+        while True:
+            page = self.state.refusals(workspace, after_id=after, limit=500)
+            if not page:
+                return found[-50:]
+            for entry_id, record in page:
+                if customer_id in (record.target_customer, record.other_customer):
+                    found.append(refusal_json(entry_id, record))
+            after = page[-1][0]
+
+    # -- the timeline ---------------------------------------------------------------
+
+    def timeline(
+        self, workspace: str, customer_id: str, *, before: tuple[int, int] | None, limit: int
+    ) -> dict[str, Any]:
+        self._profile(workspace, customer_id)
+        rows = self.state.timeline(workspace, customer_id, before=before, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = self._items(rows)
+        cursor = f"{rows[-1].ts_ms}:{rows[-1].seq}" if more and rows else None
+        return {"customer_id": customer_id, "events": items, "next_cursor": cursor}
+
+    def _items(self, rows: list[TimelineRow]) -> list[dict[str, Any]]:
+        bodies = self.log.bodies([row.seq for row in rows])
+        items = []
+        for row in rows:
+            body = bodies.get(row.seq)
+            event = _decode_event(body) if body is not None else None
+            item: dict[str, Any] = {
+                "seq": row.seq,
+                "timestamp": format_millis(row.ts_ms),
+                "type": row.type,
+                "name": row.name,
+                "channel": row.channel,
+                "identifier": None if row.internal else row.anchor,
+                "internal": row.internal,
+            }
+            if event is not None:
+                item["message_id"] = event.message_id
+                item["source"] = event.source
+                item["properties"] = event.properties or {}
+                if event.type in ("identify", "group") and event.traits:
+                    item["traits"] = event.traits
+                if event.group_id:
+                    item["group_id"] = event.group_id
+            items.append(item)
+        return items
+
+    # -- the agent view ---------------------------------------------------------------
+
+    def context(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:
+        """Who this is, what they just did across channels, what they bought, how
+        they felt, and the likely reason they are contacting us now."""
+        profile_view = self.profile_json(workspace, runtime, customer_id, now_ms)
+        rows = [row for row in self.state.timeline(workspace, customer_id, limit=CONTEXT_SCAN) if not row.internal]
+        recent = self._items(rows[:RECENT_EVENTS])
+        purchase_names = set(runtime.agent_view.purchase_events)
+        purchases = self._items([row for row in rows if row.name in purchase_names][:RECENT_PURCHASES])
+        lookback = runtime.lookback_ms
+        patterns = [pattern.lower() for pattern in runtime.agent_view.reason_patterns]
+        candidates = [row for row in rows if now_ms - row.ts_ms <= lookback]
+        reason = likely_reason(self._items(candidates[:100]), patterns, runtime.agent_view.lookback)
+        traits = profile_view["traits"]
+        return {
+            "customer_id": customer_id,
+            "who": {
+                "name": traits.get("name")
+                or " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
+                or None,
+                "identifiers": profile_view["identifiers"],
+                "accounts": profile_view["accounts"],
+                "first_seen": profile_view["first_seen"],
+                "traits": traits,
+            },
+            "likely_reason": reason,
+            "recent_events": recent,
+            "channels_last_seen": profile_view["last_seen"],
+            "recent_purchases": purchases,
+            "latest_feedback": profile_view["feedback"],
+            "segments": list(profile_view["segments"]),
+            "attributes": profile_view["attributes"],
+        }
+
+    # -- accounts -----------------------------------------------------------------
+
+    def account(self, workspace: str, account_id: str) -> dict[str, Any]:
+        account = self.state.account(workspace, account_id)
+        if account is None:
+            raise NotFound(f"account {account_id!r} does not exist")
+        people = []
+        members = self.state.account_members(workspace, account_id, limit=1000)
+        profiles = self.state.profiles(workspace, members)
+        for customer_id in members:
+            profile = profiles.get(customer_id)
+            if profile is None:
+                continue
+            traits = {name: value[0] for name, value in profile.traits.items()}
+            people.append(
+                {
+                    "customer_id": customer_id,
+                    "identifiers": identifiers_by_type(profile.identifiers),
+                    "name": traits.get("name"),
+                    "email": traits.get("email"),
+                    "last_seen": format_millis(profile.last_seen_ms) if profile.last_seen_ms else None,
+                }
+            )
+        return {
+            "account_id": account.id,
+            "traits": account.trait_values(),
+            "first_seen": format_millis(account.first_seen_ms) if account.first_seen_ms else None,
+            "last_seen": format_millis(account.last_seen_ms) if account.last_seen_ms else None,
+            "people": people,
+        }
+
+
+def _account_summary(account_id: str, account: Account | None) -> dict[str, Any]:
+    return {"id": account_id, **(account.trait_values() if account is not None else {})}
+
+
+def likely_reason(items: list[dict[str, Any]], patterns: list[str], lookback: str) -> dict[str, Any] | None:
+    """The transparent rule: the most recent event in the look-back whose name
+    contains a failure pattern, or that names a ``support_topic``."""
+    for item in items:
+        name = (item.get("name") or "").lower()
+        properties: Mapping[str, Any] = item.get("properties") or {}
+        topic = properties.get("support_topic")
+        matched = next((pattern for pattern in patterns if pattern in name), None)
+        if matched is None and not topic:
+            continue
+        why = (
+            f"most recent event in the last {lookback} whose name contains {matched!r}"
+            if matched is not None
+            else f"most recent event in the last {lookback} with a support_topic ({topic})"
+        )
+        return {
+            "event": item.get("name"),
+            "channel": item["channel"],
+            "timestamp": item["timestamp"],
+            "properties": dict(properties),
+            "rule": why,
+        }
+    return None
+
+
+def refusal_json(entry_id: int, record: Any) -> dict[str, Any]:
+    return {
+        "id": entry_id,
+        "seq": record.seq,
+        "timestamp": format_millis(record.ts_ms),
+        "message_id": record.message_id,
+        "kept_with": record.target,
+        "refused_identifier": record.identifier,
+        "reason": record.reason,
+        "customer": record.target_customer,
+        "other_customer": record.other_customer,
+    }
+
+
+def parse_cursor(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    ts, sep, seq = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError(text)
+        return int(ts), int(seq)
+    except ValueError:
+        raise InvalidInput(f"cursor {text[:40]!r} is not one this API returned", field="cursor") from None

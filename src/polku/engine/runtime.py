@@ -1,0 +1,78 @@
+"""A workspace's configuration compiled for the processor, and the events the
+processor writes into the log itself (segment changes, identity changes)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Final
+
+from polku.core.attributes import AttributeSet, parse_duration
+from polku.core.events import Event, format_millis
+from polku.core.identity import IdentityRules
+from polku.core.segments import SegmentSet
+from polku.core.workspace import AgentViewRules, WorkspaceConfig
+
+INTERNAL_SOURCE: Final = "polku"
+"""The source of events polku writes into the log itself."""
+INTERNAL_CHANNEL: Final = "system"
+SEGMENT_RECHECK_MS: Final = 3_600_000
+"""How often segments whose condition reads ``now`` are checked again without events."""
+
+
+@dataclass(frozen=True)
+class WorkspaceRuntime:
+    rules: IdentityRules
+    attributes: AttributeSet
+    segments: SegmentSet
+    feedback_event: str
+    agent_view: AgentViewRules
+    time_paths: frozenset[str]
+    """Paths that change by themselves as time passes (``now``, windowed attributes)."""
+    reads_now: bool
+
+    @classmethod
+    def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
+        attributes = AttributeSet.compile(config.attributes)
+        segments = SegmentSet.compile(config.segments, windowed_attributes=attributes.windowed)
+        return cls(
+            rules=config.identity,
+            attributes=attributes,
+            segments=segments,
+            feedback_event=config.feedback_event,
+            agent_view=config.agent_view,
+            time_paths=frozenset({"now", *("attributes." + name for name in attributes.windowed)}),
+            reads_now=any(segment.reads_now for segment in segments.segments),
+        )
+
+    @property
+    def lookback_ms(self) -> int:
+        return parse_duration(self.agent_view.lookback, "agent_view.lookback")
+
+
+def internal_event(
+    name: str, customer_id: str, ts_ms: int, identity: str, properties: dict[str, Any], received_ms: int
+) -> Event:
+    """An event polku itself writes into the log. ``identity`` makes its messageId
+    deterministic, so writing it again after a crash is deduplicated."""
+    message_id = "polku-" + hashlib.blake2b(identity.encode(), digest_size=16).hexdigest()
+    return Event(
+        message_id=message_id,
+        type="track",
+        channel=INTERNAL_CHANNEL,
+        source=INTERNAL_SOURCE,
+        timestamp=format_millis(ts_ms),
+        received_at=format_millis(received_ms),
+        event=name,
+        properties={"customer_id": customer_id, **properties},
+        context={"polku": {"customer_id": customer_id}},
+    )
+
+
+def internal_customer(event: Event) -> str | None:
+    """The customer an internal event is about, or ``None`` for an outside event."""
+    if event.source != INTERNAL_SOURCE or not event.context:
+        return None
+    polku = event.context.get("polku")
+    customer_id = polku.get("customer_id") if isinstance(polku, dict) else None
+    return customer_id if isinstance(customer_id, str) else None

@@ -1,0 +1,66 @@
+"""The processor as a child process of ``polku serve``: started with the server,
+restarted if it dies, stopped with it. It runs ``polku process`` in its own process
+(its own core: the server and the event writer already use one each). On Linux
+the child is killed when the server dies, even by SIGKILL, so a restarted server
+never finds an orphan holding the processor lock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Final
+
+log = logging.getLogger("polku.processor")
+RESTART_DELAY_S: Final = 1.0
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class ProcessorChild:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "polku", "process", "--data-dir", str(self.data_dir), "--wait-for-lock"]
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.command(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            )
+            code = await self._process.wait()
+            if self._stopping:
+                return
+            log.error("the processor exited with %s; restarting it", code)
+            await asyncio.sleep(RESTART_DELAY_S)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

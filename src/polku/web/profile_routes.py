@@ -1,0 +1,176 @@
+"""Customers and accounts over HTTP (admin token): lookup, profile, timeline, the
+agent view, accounts, identity refusals and changes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from polku.adapters.sqlite.log_reader import SqliteLogReader
+from polku.adapters.sqlite.state_store import open_state_reader
+from polku.core.errors import InvalidInput
+from polku.engine.profile_views import MAX_TIMELINE_PAGE, ProfileViews, parse_cursor, refusal_json
+from polku.engine.runtime import WorkspaceRuntime
+from polku.engine.worker import wall_clock_ms
+from polku.ports import Catalog
+from polku.web.admin_routes import _int_param
+from polku.web.auth import admin_access
+from polku.web.responses import json_response
+from polku.web.services import services
+
+T = TypeVar("T")
+_encode_config = msgspec.json.Encoder().encode
+
+
+class ProfileService:
+    """Reads of the processor's state on a small thread pool, each thread with its
+    own read-only connections; workspace runtimes compiled once per configuration."""
+
+    def __init__(self, data_dir: Path, catalog: Catalog) -> None:
+        self.data_dir = data_dir
+        self.catalog = catalog
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polku-profiles")
+        self._local = threading.local()
+        self._views: list[ProfileViews] = []
+        self._runtimes: dict[str, tuple[bytes, WorkspaceRuntime]] = {}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        for views in self._views:
+            views.state.connection.close()
+            views.log.close()
+
+    def _thread_views(self) -> ProfileViews:
+        views: ProfileViews | None = getattr(self._local, "views", None)
+        if views is None:
+            views = ProfileViews(open_state_reader(self.data_dir), SqliteLogReader(self.data_dir))
+            self._local.views = views
+            self._views.append(views)
+        return views
+
+    async def run(self, function: Callable[[ProfileViews], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: function(self._thread_views()))
+
+    async def runtime(self, workspace_id: str) -> WorkspaceRuntime:
+        workspace = await self.catalog.workspace(workspace_id)
+        body = _encode_config(workspace.config)
+        cached = self._runtimes.get(workspace_id)
+        if cached is not None and cached[0] == body:
+            return cached[1]
+        runtime = WorkspaceRuntime.compile(workspace.config)
+        self._runtimes[workspace_id] = (body, runtime)
+        return runtime
+
+
+def _profiles(request: Request) -> ProfileService:
+    found: ProfileService = request.app.state.profiles
+    return found
+
+
+async def _customer(request: Request) -> tuple[str, WorkspaceRuntime, str]:
+    credential = await admin_access(request, services(request).catalog)
+    service = _profiles(request)
+    runtime = await service.runtime(credential.workspace)
+    customer_id = request.path_params["customer_id"]
+    live = await service.run(lambda views: views.find(credential.workspace, runtime, "customer_id", customer_id))
+    return credential.workspace, runtime, live
+
+
+async def lookup(request: Request) -> Response:
+    credential = await admin_access(request, services(request).catalog)
+    service = _profiles(request)
+    runtime = await service.runtime(credential.workspace)
+    given = [(name, value) for name, value in request.query_params.multi_items() if name != "format"]
+    if len(given) != 1:
+        known = ", ".join(["customer_id", *runtime.rules.types()])
+        raise InvalidInput(f"give exactly one identifier as a query parameter ({known})", field="query")
+    kind, value = given[0]
+    if len(value) > 512:
+        raise InvalidInput(f"query parameter `{kind}` is longer than 512 characters", field=kind)
+    now = wall_clock_ms()
+    workspace = credential.workspace
+
+    def read(views: ProfileViews) -> dict[str, Any]:
+        return views.profile_json(workspace, runtime, views.find(workspace, runtime, kind, value), now)
+
+    return json_response(await service.run(read))
+
+
+async def get_profile(request: Request) -> Response:
+    workspace, runtime, customer_id = await _customer(request)
+    now = wall_clock_ms()
+    return json_response(await _profiles(request).run(lambda v: v.profile_json(workspace, runtime, customer_id, now)))
+
+
+async def get_timeline(request: Request) -> Response:
+    workspace, _, customer_id = await _customer(request)
+    limit = _int_param(request, "limit", 50, 1, MAX_TIMELINE_PAGE)
+    before = parse_cursor(request.query_params.get("cursor"))
+    page = await _profiles(request).run(lambda v: v.timeline(workspace, customer_id, before=before, limit=limit))
+    return json_response(page)
+
+
+async def get_context(request: Request) -> Response:
+    workspace, runtime, customer_id = await _customer(request)
+    now = wall_clock_ms()
+    return json_response(await _profiles(request).run(lambda v: v.context(workspace, runtime, customer_id, now)))
+
+
+async def get_account(request: Request) -> Response:
+    credential = await admin_access(request, services(request).catalog)
+    account_id = request.path_params["account_id"]
+    return json_response(await _profiles(request).run(lambda v: v.account(credential.workspace, account_id)))
+
+
+async def list_refusals(request: Request) -> Response:
+    credential = await admin_access(request, services(request).catalog)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    page = await _profiles(request).run(lambda v: v.state.refusals(credential.workspace, after_id=after, limit=limit))
+    items = [refusal_json(entry_id, record) for entry_id, record in page]
+    return json_response({"refusals": items, "next_cursor": items[-1]["id"] if len(items) == limit else None})
+
+
+async def list_identity_changes(request: Request) -> Response:
+    credential = await admin_access(request, services(request).catalog)
+    after = _int_param(request, "after", 0, 0, 2**62)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    page = await _profiles(request).run(
+        lambda v: v.state.identity_changes(credential.workspace, after_id=after, limit=limit)
+    )
+    items = [{"id": entry_id, **msgspec.to_builtins(record)} for entry_id, record in page]
+    return json_response({"changes": items, "next_cursor": items[-1]["id"] if len(items) == limit else None})
+
+
+async def processor_status(request: Request) -> Response:
+    """How far the processor is behind the log (``lag`` events)."""
+    await admin_access(request, services(request).catalog)
+
+    def read(views: ProfileViews) -> dict[str, Any]:
+        checkpoint = views.state.checkpoint()
+        end = views.log.last_seq()
+        return {"checkpoint": checkpoint, "log_end": end, "lag": max(0, end - checkpoint)}
+
+    return json_response(await _profiles(request).run(read))
+
+
+routes = [
+    Route("/v1/processor", processor_status, methods=["GET"]),
+    Route("/v1/profiles/lookup", lookup, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}", get_profile, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}/timeline", get_timeline, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}/context", get_context, methods=["GET"]),
+    Route("/v1/accounts/{account_id}", get_account, methods=["GET"]),
+    Route("/v1/identity/refusals", list_refusals, methods=["GET"]),
+    Route("/v1/identity/changes", list_identity_changes, methods=["GET"]),
+]
