@@ -59,6 +59,8 @@ class EventQuery(msgspec.Struct, kw_only=True):
     until_ms: int | None = None
     after_seq: int = 0
     limit: int = 100
+    include_internal: bool = False
+    """Also polku's own events (channel ``system``); asking for that channel includes them."""
 
 
 class EventPage(msgspec.Struct, kw_only=True):

@@ -88,5 +88,7 @@ class StateChanges(msgspec.Struct, kw_only=True):
     refusals: list[tuple[str, RefusalRecord]] = []
     merges: list[tuple[str, MergeRecord]] = []
     timers: dict[tuple[str, str], int | None] = {}
+    failures: list[tuple[str, int, str]] = []
+    """(workspace, seq, error) of events that failed alone and were skipped."""
     emitted: list[tuple[str, Event]] = []
     """Events for the log (segment changes, merges), appended after the commit."""

@@ -29,8 +29,16 @@ def test_devices_logins_email_and_phone_make_one_customer(tmp_path: Path) -> Non
             ts=T0 + 3000,
         ),
         event("track", anonymous_id="phone-1", user_id="u-42", event="Logged In", channel="app", ts=T0 + 4000),
-        event("track", event="Email Opened", channel="email", ts=T0 + 5000, context={"traits": {"email": "ann@example.com"}}),
-        event("track", event="Call Started", channel="phone", ts=T0 + 6000, context={"traits": {"phone": "+358401234567"}}),
+        event(
+            "track",
+            event="Email Opened",
+            channel="email",
+            ts=T0 + 5000,
+            context={"traits": {"email": "ann@example.com"}},
+        ),
+        event(
+            "track", event="Call Started", channel="phone", ts=T0 + 6000, context={"traits": {"phone": "+358401234567"}}
+        ),
     )
     world.run()
     customer = world.customer("user_id:u-42")
@@ -118,7 +126,13 @@ def test_alias_links_previous_id(tmp_path: Path) -> None:
 def test_group_attaches_customers_to_accounts(tmp_path: Path) -> None:
     world = World(tmp_path)
     world.send(
-        event("group", user_id="u1", group_id="acme", traits={"name": "Acme", "plan": "enterprise", "email": "ceo@acme.example"}, ts=T0),
+        event(
+            "group",
+            user_id="u1",
+            group_id="acme",
+            traits={"name": "Acme", "plan": "enterprise", "email": "ceo@acme.example"},
+            ts=T0,
+        ),
         event("group", user_id="u2", group_id="acme", traits={"employees": 120}, ts=T0 + 1),
         event("group", user_id="u1", group_id="globex", traits={"name": "Globex"}, ts=T0 + 2),
     )
@@ -127,7 +141,12 @@ def test_group_attaches_customers_to_accounts(tmp_path: Path) -> None:
     assert sorted(world.store.account_members("default", "acme")) == sorted([u1, u2])
     account = world.store.account("default", "acme")
     assert account is not None
-    assert account.trait_values() == {"name": "Acme", "plan": "enterprise", "email": "ceo@acme.example", "employees": 120}
+    assert account.trait_values() == {
+        "name": "Acme",
+        "plan": "enterprise",
+        "email": "ceo@acme.example",
+        "employees": 120,
+    }
     profile = world.store.profile("default", u1)
     assert profile is not None and set(profile.accounts) == {"acme", "globex"}
     # A group call's traits describe the account: its e-mail is not the person's identifier.

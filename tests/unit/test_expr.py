@@ -480,3 +480,13 @@ def test_garbage_either_compiles_or_raises_expression_error(parts: list[str] | s
     except ExpressionError:
         return
     expression({"traits": {"plan": "pro"}, "segments": ["a"], "now": 1})
+
+
+def test_a_bare_comma_is_refused() -> None:
+    assert "a comma outside brackets" in error("traits.plan == 'pro',")
+    assert value("(1, 2)") == [1, 2]
+
+
+def test_text_that_is_not_unicode_is_refused() -> None:
+    assert error("traits.\ud800", where="w") == "w: column 8: not valid text (a lone surrogate)"
+    assert "no expression" in error("\\")

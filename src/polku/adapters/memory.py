@@ -9,7 +9,7 @@ from datetime import datetime
 import msgspec
 
 from polku.core.errors import Conflict, NotFound
-from polku.core.events import Event
+from polku.core.events import SYSTEM_CHANNEL, Event
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.ports import (
     AppendBatch,
@@ -80,6 +80,7 @@ class MemoryEventLog:
                 and (query.type is None or event.type == query.type)
                 and (query.name is None or name == query.name)
                 and (query.channel is None or event.channel == query.channel)
+                and (query.include_internal or query.channel is not None or event.channel != SYSTEM_CHANNEL)
                 and (query.since_ms is None or _millis(event.timestamp) >= query.since_ms)
                 and (query.until_ms is None or _millis(event.timestamp) < query.until_ms)
             )
@@ -201,7 +202,8 @@ class MemoryLogReader:
         self.rows: list[tuple[int, str, bytes]] = []
         self._message_ids: set[tuple[str, str]] = set()
         self._configs = {
-            workspace: msgspec.json.encode(config) for workspace, config in (configs or {"default": WorkspaceConfig()}).items()
+            workspace: msgspec.json.encode(config)
+            for workspace, config in (configs or {"default": WorkspaceConfig()}).items()
         }
 
     def add(self, workspace: str, event: Event) -> bool:

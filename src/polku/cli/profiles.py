@@ -35,7 +35,9 @@ Format = Annotated[str, typer.Option("--format", help="table or json.")]
 
 def _require_store(data_dir: Path) -> None:
     if not (data_dir / DATABASE_FILE).exists():
-        raise NotFound(f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir")
+        raise NotFound(
+            f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir"
+        )
 
 
 def _with_views(data_dir: Path, workspace: str, function: Callable[[ProfileViews, WorkspaceRuntime], T]) -> T:

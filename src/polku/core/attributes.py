@@ -1,47 +1,47 @@
 """Computed attributes: per-customer values that every event updates in place (pure).
 
-A workspace declares them in its configuration (``attributes:``, name → spec); the
-processor calls ``AttributeSet.apply`` once per event and stores the resulting
-*states* (plain JSON-able values) in the profile. There is no cron and no polling:
-sliding windows are evaluated lazily at read time (``values(states, now_ms)``), and
-``next_change_ms`` tells the caller when to set a durable timer so a segment that
-depends on a windowed value can be re-evaluated when an entry leaves its window.
+A workspace declares them in its configuration (``attributes:``, name → spec). The
+processor calls ``AttributeSet.apply`` once per event and keeps the resulting *states*
+(plain JSON-able values) in the profile; there is no cron and no polling. Windows are
+evaluated lazily at read time (``values(states, now_ms)``: an event counts while
+``now_ms - ts_ms < window``), and ``next_change_ms`` says when to set a durable timer
+so that segments over a windowed value are checked again when an entry leaves.
 
-State layouts, chosen to be compact in the profile blob:
+State layouts, compact for the profile blob:
 
 =================  ==========================================================
-count / sum        a number (all time)
-min / max          a number (all time)
-first / last       ``[ts_ms, seq, value]`` (all time)
-most_frequent      a *tally* ``{key: [count, last_ts_ms, last_seq]}`` (all time);
-                   keys tag the JSON type: ``"sEUR"``, ``"i3"``, ``"f2.5"``, ``"b1"``
-windowed (any)     ``[times, seqs, values, buckets, kind]``: parallel lists sorted
-                   by ``(ts_ms, seq)``; ``seqs`` is kept only for first/last/
-                   most_frequent and ``values`` is empty for count; each bucket is
-                   ``[last_ts_ms, aggregate]`` where the aggregate has the all-time
-                   layout of the kind
+count, sum         a number (all time); min, max: likewise
+first, last        ``[ts_ms, seq, value]``
+most_frequent      a *tally* ``{key: [count, last_ts_ms, last_seq]}``; keys tag
+                   the JSON type: ``"sEUR"``, ``"i3"``, ``"f2.5"``, ``"b1"``
+windowed (any)     ``[times, seqs, values, buckets, kind]``: parallel lists in
+                   ``(ts_ms, seq)`` order (``seqs`` only for first, last and
+                   most_frequent; ``values`` empty for count); a bucket is
+                   ``[last_ts_ms, aggregate]``, the aggregate in the all-time layout
 =================  ==========================================================
 
-Order: events may arrive out of order and histories are replayed in any order when
-customers merge, so ``first``/``last`` decide by ``(ts_ms, seq)`` and every other
-kind is commutative (float sums up to rounding; windowed sums use ``math.fsum``).
-``most_frequent`` breaks ties in favour of the value seen most recently.
+Order: events arrive out of order and histories are replayed in any order when
+customers merge, so first/last decide by ``(ts_ms, seq)`` and the other kinds are
+commutative (float sums up to rounding; a windowed sum uses ``math.fsum``). Ties in
+most_frequent go to the value seen most recently. A state written under an earlier
+spec (another kind, a window added or removed) is detected and started afresh;
+``fingerprints`` lets the caller notice the change and rebuild from history.
 
-Bounds: a windowed attribute keeps at most ``MAX_WINDOW_ENTRIES`` (1,000) exact
-entries; beyond that the oldest 10 % are coalesced into buckets ``window / 100``
-wide, and a bucket leaves the window when its newest entry does, so a value may
-over-count by what entered during the last ``window / 100`` of a bucket, for at most
-that long. Buckets older than the newest entry minus the window are dropped when
-coalescing (the caller's clock is assumed not to run behind the events it applied),
-so a windowed state holds at most ~1,000 entries and ~101 buckets. A tally keeps at
-most ``MAX_TALLY_VALUES`` distinct values (evicting the least frequent, then the
-oldest), a bucket's tally ``MAX_BUCKET_TALLY_VALUES``.
+Bounds: a windowed state keeps at most ``MAX_WINDOW_ENTRIES`` (1,000) exact entries;
+past that the oldest 10 % are folded into buckets ``window / 100`` wide, and a bucket
+leaves the window when its newest entry does, so a value may count up to
+``window / 100`` worth of old entries a little longer than exact. Buckets older than
+the newest entry minus the window are dropped (the caller's clock is assumed not to
+run behind the events it applied), so a state holds ≤ 1,000 entries and ~101 buckets
+(15-45 KB of JSON at worst). A tally keeps ≤ ``MAX_TALLY_VALUES`` values, a bucket's
+≤ ``MAX_BUCKET_TALLY_VALUES``, dropping the least frequent, then the oldest.
 
-Performance (Python 3.11, this machine's 2 vCPU box): ``apply`` with 20 matching
-attributes (mixed kinds, 5 windowed, 2 with ``where``) takes about 8 µs per event;
-see ``tests/unit/test_attributes.py::test_apply_is_cheap`` for the set measured.
-Attributes are indexed by event name at compile time, so an event only touches
-attributes that could match it.
+Performance: attributes are indexed by event name at compile time, so an event only
+touches those that can match it, and the common path of ``apply`` is inlined.
+Measured on the 2-vCPU dev box (Python 3.11, noisy ±30 %): 20 attributes matching one
+event (all kinds, 5 windowed at their cap, 2 with ``where``) ~8.5 µs per ``apply``; an
+event no attribute names ~0.2 µs; ``values`` of 7 all-time attributes ~6 µs; a
+windowed most_frequent at its 1,000-entry cap ~140 µs to read.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ import hashlib
 import math
 import re
 from bisect import bisect_right
-from collections import Counter
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import Any, Final, Literal, TypeGuard
 
 import msgspec
@@ -139,9 +139,8 @@ def _unkey(key: str) -> Any:
     return int(text) if tag == "i" else float(text)
 
 
-def _rank(tally: Mapping[str, Any]) -> Callable[[str], tuple[int, int, int, str]]:
-    """Most frequent, then most recently seen (ts, seq), ranks highest."""
-    return lambda key: (tally[key][0], tally[key][1], tally[key][2], key)
+_RANK: Final = itemgetter(1)
+"""Orders tally items by ``[count, last_ts, last_seq]``: most frequent, then most recent."""
 
 
 def _tally_add(tally: dict[str, Any], key: str, count: int, ts: int, seq: int) -> None:
@@ -158,7 +157,7 @@ def _tally_add(tally: dict[str, Any], key: str, count: int, ts: int, seq: int) -
 
 def _shrink(tally: dict[str, Any], limit: int) -> None:
     while len(tally) > limit:
-        del tally[min(tally, key=_rank(tally))]
+        del tally[min(tally.items(), key=_RANK)[0]]
 
 
 # --- per-kind operations: fold one entry, merge two aggregates, window, finish ------
@@ -232,10 +231,16 @@ def _window_aggregate(kind: str, times: list[int], seqs: list[int], values: list
         return [times[start], seqs[start], values[start]]
     if kind == "last":
         return [times[-1], seqs[-1], values[-1]]
-    window = values[start:]
-    counts = Counter(window)
-    latest = {key: index for index, key in enumerate(window, start)}  # entries are in (ts, seq) order
-    return {key: [counts[key], times[index], seqs[index]] for key, index in latest.items()}
+    tally: dict[str, Any] = {}
+    for index in range(start, len(times)):  # in (ts, seq) order: the last seen is the latest
+        entry = tally.get(values[index])
+        if entry is None:
+            tally[values[index]] = [1, times[index], seqs[index]]
+        else:
+            entry[0] += 1
+            entry[1] = times[index]
+            entry[2] = seqs[index]
+    return tally
 
 
 def _finish(kind: str, aggregate: Any) -> Any:
@@ -244,7 +249,7 @@ def _finish(kind: str, aggregate: Any) -> Any:
     if kind in ("first", "last"):
         return aggregate[2]
     if kind == "most_frequent":
-        return _unkey(max(aggregate, key=_rank(aggregate))) if aggregate else None
+        return _unkey(max(aggregate.items(), key=_RANK)[0]) if aggregate else None
     return aggregate
 
 
@@ -254,7 +259,7 @@ _STALE: Final = (TypeError, ValueError, LookupError, AttributeError)
 
 
 def _is_window(state: Any) -> TypeGuard[list[Any]]:
-    return type(state) is list and len(state) == 5 and all(type(part) is list for part in state[:4])
+    return type(state) is list and len(state) == 5 and type(state[0]) is list
 
 
 def _fits(kind: str, windowed: bool, state: Any) -> bool:
@@ -472,13 +477,13 @@ class AttributeSet:
                 continue
             times, _seqs, _values, buckets, _kind = state
             cutoff = now_ms - attribute.window
-            candidates = [bucket[0] for bucket in buckets if bucket[0] > cutoff]
             start = bisect_right(times, cutoff)
-            if start < len(times):
-                candidates.append(times[start])
-            if candidates:
-                leaves = min(candidates) + attribute.window
-                earliest = leaves if earliest is None else min(earliest, leaves)
+            oldest = times[start] if start < len(times) else None
+            for last_ts, _aggregate in buckets:
+                if cutoff < last_ts and (oldest is None or last_ts < oldest):
+                    oldest = last_ts
+            if oldest is not None and (earliest is None or oldest + attribute.window < earliest):
+                earliest = oldest + attribute.window
         return earliest
 
     def prune(self, states: dict[str, Any], now_ms: int) -> None:
@@ -497,26 +502,14 @@ class AttributeSet:
 
 
 def _check_spec(spec: AttributeSpec, field: str) -> None:
-    path = spec.property
+    path, kind, channel = spec.property, spec.kind, spec.channel
     for name, wrong, message in (
-        ("kind", spec.kind not in KINDS, f"{spec.kind!r} is not one of {list(KINDS)}"),
+        ("kind", kind not in KINDS, f"{kind!r} is not one of {list(KINDS)}"),
         ("event", spec.event is not None and not spec.event.strip(), "an event name cannot be empty"),
-        (
-            "type",
-            spec.type is not None and spec.type not in MESSAGE_TYPES,
-            f"{spec.type!r} is not one of {sorted(MESSAGE_TYPES)}",
-        ),
-        (
-            "channel",
-            spec.channel is not None and not CHANNEL_PATTERN.fullmatch(spec.channel),
-            f"{spec.channel!r} must be a lower-case channel name like 'web'",
-        ),
-        ("property", path is None and spec.kind != "count", f"a {spec.kind} attribute needs a `property` to read"),
-        (
-            "property",
-            path is not None and not all(path.split(".")),
-            f"{path!r} must be a dotted path like 'total' or 'product.category'",
-        ),
+        ("type", spec.type not in (None, *MESSAGE_TYPES), f"{spec.type!r} is not one of {sorted(MESSAGE_TYPES)}"),
+        ("channel", channel is not None and not CHANNEL_PATTERN.fullmatch(channel), f"{channel!r} is not like 'web'"),
+        ("property", path is None and kind != "count", f"a {kind} attribute needs a `property` to read"),
+        ("property", path is not None and not all(path.split(".")), f"{path!r} is not a path like 'product.category'"),
     ):
         if wrong:
             raise ConfigError(f"{field}.{name}: {message}", field=f"{field}.{name}")

@@ -37,6 +37,10 @@ KNOWN_CHANNELS: Final = (
 """The channels polku names in its docs and dashboards; any other name matching
 ``CHANNEL_PATTERN`` is accepted too, so a new channel needs no release."""
 
+SYSTEM_CHANNEL: Final = "system"
+"""The channel of events polku writes into the log itself (segment changes, merges);
+no source may send on it, so the log can tell them apart."""
+
 CHANNEL_PATTERN: Final = re.compile(rf"[a-z][a-z0-9_\-]{{0,{MAX_CHANNEL_CHARS - 1}}}")
 
 Id = str | int
@@ -246,6 +250,8 @@ def channel_of(context: dict[str, Any] | None, default_channel: str) -> str:
             "`context.channel` must be a lower-case name like 'web' or 'phone' "
             f"(letters, digits, '-', '_'; at most {MAX_CHANNEL_CHARS} characters)",
         )
+    if channel == SYSTEM_CHANNEL:
+        raise _Invalid("invalid_channel", "`context.channel` 'system' is reserved for events polku writes itself")
     return channel
 
 

@@ -425,6 +425,4 @@ def plan_recompute(
         if conflicted_identifiers.intersection(component):
             conflicted.add(survivor)
     changed.difference_update(retired)
-    return RecomputePlan(
-        owner=owner, founders=new_founders, retired=retired, changed=changed, conflicted=conflicted
-    )
+    return RecomputePlan(owner=owner, founders=new_founders, retired=retired, changed=changed, conflicted=conflicted)

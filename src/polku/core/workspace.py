@@ -17,12 +17,14 @@ import msgspec
 
 from polku.core.attributes import AttributeSet, AttributeSpec, parse_duration
 from polku.core.errors import ConfigError
-from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES
+from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, SYSTEM_CHANNEL
 from polku.core.identity import IdentityRules, validate_rules
 from polku.core.segments import SegmentSet, SegmentSpec
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 KeyKind = Literal["write", "admin"]
+RESERVED_SOURCES: Final = frozenset({"polku"})
+"""Source names polku writes under itself (segment changes, merges): no key may send as them."""
 
 
 def hash_key(key: str) -> str:
@@ -38,9 +40,18 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
+def check_source_name(value: str, what: str) -> str:
+    check_name(value, what)
+    if value in RESERVED_SOURCES:
+        raise ConfigError(f"{what} {value!r} is reserved for events polku writes itself", field=what)
+    return value
+
+
 def check_channel(value: str, field: str) -> str:
     if not CHANNEL_PATTERN.fullmatch(value):
         raise ConfigError(f"{field}: channel {value!r} must be a lower-case name like 'web' or 'phone'", field=field)
+    if value == SYSTEM_CHANNEL:
+        raise ConfigError(f"{field}: channel 'system' is reserved for events polku writes itself", field=field)
     return value
 
 
@@ -123,7 +134,7 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
 
     for source, mapping in config.webhooks.items():
         where = f"webhooks.{source}"
-        check_name(source, f"{where} (source name)")
+        check_source_name(source, f"{where} (source name)")
         check_channel(mapping.channel, f"{where}.channel")
         if mapping.type not in MESSAGE_TYPES:
             raise ConfigError(

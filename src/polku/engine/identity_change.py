@@ -94,7 +94,13 @@ class IdentityChanger:
         return seen, links
 
     def recompute(
-        self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int, link: LinkEvent | None
+        self,
+        workspace: str,
+        runtime: WorkspaceRuntime,
+        identifiers: list[str],
+        key: EventKey,
+        seq: int,
+        link: LinkEvent | None,
     ) -> str:
         """The canonical partition of the event's closure (``core.identity.resolve``)."""
         processor = self.processor

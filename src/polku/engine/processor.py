@@ -61,7 +61,7 @@ class Caches:
             if len(cache) > limit:
                 drop = len(cache) - limit + limit // 10
                 for key in list(cache)[:drop]:
-                    del cache[key]  # type: ignore[attr-defined]
+                    del cache[key]
 
 
 class Processor:
@@ -132,13 +132,39 @@ class Processor:
             for workspace, customer_id, due_ms in timers:
                 self.fire_timer(workspace, customer_id, due_ms)
             self.flush()
+        except Exception:
+            self._reset()
+            log.exception("a batch failed; processing it one event at a time")
+            self.isolate(rows)
         except BaseException:
-            self.caches.clear()
-            self.checkpoint = self.store.checkpoint()
-            self.changes = StateChanges(checkpoint=self.checkpoint)
+            self._reset()
             raise
         self.caches.trim()
         return len(rows) + len(timers)
+
+    def _reset(self) -> None:
+        """Forget what the failed batch did: the caches may hold its changes."""
+        self.caches.clear()
+        self.checkpoint = self.store.checkpoint()
+        self.changes = StateChanges(checkpoint=self.checkpoint)
+
+    def isolate(self, rows: list[tuple[int, str, bytes]]) -> None:
+        """Process a failed batch event by event, each committed alone; an event that
+        fails by itself is recorded with its error and skipped, so one bad event
+        cannot stop every customer's processing (a poison message)."""
+        for seq, workspace, body in rows:
+            if seq <= self.checkpoint:
+                continue
+            try:
+                self.process(seq, workspace, _decode_event(body))
+                self.changes.checkpoint = seq
+                self.flush()
+            except Exception as error:
+                self._reset()
+                log.exception("event %s of workspace %s could not be processed; skipped", seq, workspace)
+                self.changes.failures.append((workspace, seq, f"{type(error).__name__}: {error}"[:2000]))
+                self.changes.checkpoint = seq
+                self.flush()
 
     def flush(self) -> None:
         """Commit what the batch changed so far, with the checkpoint of the last
@@ -252,7 +278,9 @@ class Processor:
         row = TimelineRow(ts, seq, "customer:" + live, event.type, event.event, event.channel, internal=True)
         self.changes.timeline.append((workspace, live, row))
 
-    def resolve(self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int) -> str:
+    def resolve(
+        self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int
+    ) -> str:
         """The customer of an event, applying what its identifiers change."""
         owners = {identifier: self.owner(workspace, identifier) for identifier in identifiers}
         for identifier, record in owners.items():

@@ -98,7 +98,7 @@ class ProfileViews:
         }
 
     def refusals_of(self, workspace: str, customer_id: str) -> list[dict[str, Any]]:
-        found = []
+        found: list[dict[str, Any]] = []
         after = 0
         while True:
             page = self.state.refusals(workspace, after_id=after, limit=500)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from polku.core.attributes import AttributeSet, parse_duration
-from polku.core.events import Event, format_millis
+from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import IdentityRules
 from polku.core.segments import SegmentSet
 from polku.core.workspace import AgentViewRules, WorkspaceConfig
 
 INTERNAL_SOURCE: Final = "polku"
 """The source of events polku writes into the log itself."""
-INTERNAL_CHANNEL: Final = "system"
+INTERNAL_CHANNEL: Final = SYSTEM_CHANNEL
 SEGMENT_RECHECK_MS: Final = 3_600_000
 """How often segments whose condition reads ``now`` are checked again without events."""
 

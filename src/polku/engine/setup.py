@@ -9,7 +9,7 @@ from typing import Final
 import msgspec
 
 from polku.core.events import format_time
-from polku.core.workspace import Credential, KeyKind, Source, Workspace, check_channel, check_name, hash_key
+from polku.core.workspace import Credential, KeyKind, Source, Workspace, check_channel, check_source_name, hash_key
 from polku.ports import Catalog
 
 DEFAULT_WORKSPACE: Final = "default"
@@ -50,7 +50,7 @@ async def add_key(
 
 
 async def ensure_source(catalog: Catalog, workspace: str, name: str, channel: str) -> bool:
-    check_name(name, "source name")
+    check_source_name(name, "source name")
     check_channel(channel, "channel")
     return await catalog.create_source(
         Source(workspace=workspace, name=name, default_channel=channel, created_at=_now())

@@ -112,7 +112,10 @@ async def run_processor(
 
 
 def rebuild_state(
-    data_dir: Path, *, on_progress: Callable[[int, int], None] = lambda done, total: None, clock: Callable[[], int] = wall_clock_ms
+    data_dir: Path,
+    *,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+    clock: Callable[[], int] = wall_clock_ms,
 ) -> int:
     """``polku identity rebuild``: forget every derived record and replay the whole
     log under the current rules. Announcements (segment changes, merges) are not

@@ -22,11 +22,11 @@ from polku.core.errors import PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
 from polku.web import admin_routes, ingest_routes, profile_routes
-from polku.web.processor_child import ProcessorChild
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
 from polku.web.openapi import build_openapi
+from polku.web.processor_child import ProcessorChild
 from polku.web.responses import json_response
 from polku.web.services import Services, services
 

@@ -82,6 +82,65 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
     }
 
 
+def _read(operation: str, summary: str, parameters: list[dict[str, Any]], errors: tuple[int, ...]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation,
+            "summary": summary,
+            "security": ADMIN,
+            "parameters": parameters,
+            "responses": {"200": {"description": "OK", **_json({"type": "object"})}, **_errors(*errors)},
+        }
+    }
+
+
+def _profile_paths() -> dict[str, Any]:
+    """Customers, accounts and identity (docs/profiles.md, docs/identity.md)."""
+    customer = [{"name": "customer_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 256}}]
+    page = [
+        _query("after", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0, "maximum": 2**62}),
+        _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    ]
+    lookup = [
+        _query(name, f"Find the customer by {name} (give exactly one parameter).")
+        for name in ("user_id", "anonymous_id", "email", "phone", "customer_id")
+    ]
+    return {
+        "/v1/profiles/lookup": _read(
+            "lookup_profile",
+            "The customer with this identifier: identifiers, traits, computed attributes, segments, accounts.",
+            lookup,
+            (400, 401, 404),
+        ),
+        "/v1/profiles/{customer_id}": _read("get_profile", "A customer's profile.", customer, (401, 404)),
+        "/v1/profiles/{customer_id}/timeline": _read(
+            "get_timeline",
+            "Every event of the customer across channels and merged identifiers, newest first.",
+            [
+                *customer,
+                _query("cursor", "`next_cursor` of the previous page."),
+                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 200}),
+            ],
+            (400, 401, 404),
+        ),
+        "/v1/profiles/{customer_id}/context": _read(
+            "get_context",
+            "The agent view: who this is, recent interactions, purchases, feedback, likely reason for contact.",
+            customer,
+            (401, 404),
+        ),
+        "/v1/accounts/{account_id}": _read(
+            "get_account",
+            "A B2B account: traits and people.",
+            [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 256}}],
+            (401, 404),
+        ),
+        "/v1/identity/refusals": _read("list_identity_refusals", "Links the merge rules refused.", page, (400, 401)),
+        "/v1/identity/changes": _read("list_identity_changes", "The audit of merges and splits.", page, (400, 401)),
+        "/v1/processor": _read("processor_status", "How far the processor is behind the log.", [], (401,)),
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest, WorkspaceConfig],
@@ -312,6 +371,7 @@ def build_openapi() -> dict[str, Any]:
             "responses": {"200": {"description": "Revoked.", **_json({"type": "object"})}, **_errors(400, 401, 404)},
         }
     }
+    paths.update(_profile_paths())
     for path, description in (
         ("/healthz", "The process is up."),
         ("/readyz", "The store is open and accepting writes."),
@@ -340,7 +400,7 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "polku",
             "version": __version__,
-            "description": "Real-time customer journey orchestration: ingestion API.",
+            "description": "Real-time customer journey orchestration: ingestion, profiles and identity API.",
         },
         "paths": paths,
         "components": {

@@ -36,16 +36,19 @@ class ProcessorChild:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "polku", "process", "--data-dir", str(self.data_dir), "--wait-for-lock"]
 
+    def stopping(self) -> bool:
+        return self._stopping
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._supervise())
 
     async def _supervise(self) -> None:
-        while not self._stopping:
+        while not self.stopping():
             self._process = await asyncio.create_subprocess_exec(
                 *self.command(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
             )
             code = await self._process.wait()
-            if self._stopping:
+            if self.stopping():
                 return
             log.error("the processor exited with %s; restarting it", code)
             await asyncio.sleep(RESTART_DELAY_S)

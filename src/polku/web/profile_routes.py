@@ -154,12 +154,13 @@ async def list_identity_changes(request: Request) -> Response:
 
 async def processor_status(request: Request) -> Response:
     """How far the processor is behind the log (``lag`` events)."""
-    await admin_access(request, services(request).catalog)
+    credential = await admin_access(request, services(request).catalog)
 
     def read(views: ProfileViews) -> dict[str, Any]:
         checkpoint = views.state.checkpoint()
         end = views.log.last_seq()
-        return {"checkpoint": checkpoint, "log_end": end, "lag": max(0, end - checkpoint)}
+        failures = views.state.failures(credential.workspace)
+        return {"checkpoint": checkpoint, "log_end": end, "lag": max(0, end - checkpoint), "failed_events": failures}
 
     return json_response(await _profiles(request).run(read))
 

@@ -233,6 +233,8 @@ def query_events(connection: sqlite3.Connection, query: EventQuery) -> EventPage
         if value is not None:
             clauses.append(f"{column} = ?")
             parameters.append(value)
+    if not query.include_internal and query.channel is None:
+        clauses.append("channel != 'system'")
     if query.since_ms is not None:
         clauses.append("ts_ms >= ?")
         parameters.append(query.since_ms)

@@ -46,7 +46,9 @@ class SqliteLogReader:
 
     def configs(self) -> dict[str, bytes]:
         """Each workspace's configuration as stored (JSON), to notice changes cheaply."""
-        return {workspace: bytes(body) for workspace, body in self.connection.execute("SELECT id, config FROM workspaces")}
+        return {
+            workspace: bytes(body) for workspace, body in self.connection.execute("SELECT id, config FROM workspaces")
+        }
 
 
 def decode_config(body: bytes) -> WorkspaceConfig:

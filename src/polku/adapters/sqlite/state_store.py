@@ -90,6 +90,9 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX timers_due ON timers (due_ms);
     CREATE TABLE log_outbox (id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, body BLOB NOT NULL);
+    CREATE TABLE processing_failures (
+        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, error TEXT NOT NULL
+    );
     """,
 )
 
@@ -287,6 +290,16 @@ class StateReads:
             )
         ]
 
+    def failures(self, workspace: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest events the processor skipped because they failed alone."""
+        return [
+            {"seq": seq, "error": error}
+            for seq, error in self.connection.execute(
+                "SELECT seq, error FROM processing_failures WHERE workspace = ? ORDER BY id DESC LIMIT ?",
+                (workspace, limit),
+            )
+        ]
+
     def count_customers(self, workspace: str) -> int:
         return int(
             self.connection.execute("SELECT count(*) FROM profiles WHERE workspace = ?", (workspace,)).fetchone()[0]
@@ -341,7 +354,9 @@ class SqliteStateStore(StateReads):
                     for identifier in link.identifiers
                 ],
             )
-        deleted = [(workspace, customer_id) for (workspace, customer_id), body in changes.profiles.items() if body is None]
+        deleted = [
+            (workspace, customer_id) for (workspace, customer_id), body in changes.profiles.items() if body is None
+        ]
         if deleted:
             connection.executemany("DELETE FROM profiles WHERE workspace = ? AND customer_id = ?", deleted)
             connection.executemany("DELETE FROM timers WHERE workspace = ? AND customer_id = ?", deleted)
@@ -374,7 +389,10 @@ class SqliteStateStore(StateReads):
         if changes.accounts:
             connection.executemany(
                 "INSERT OR REPLACE INTO accounts (workspace, account_id, body) VALUES (?, ?, ?)",
-                [(workspace, account_id, _encode(account)) for (workspace, account_id), account in changes.accounts.items()],
+                [
+                    (workspace, account_id, _encode(account))
+                    for (workspace, account_id), account in changes.accounts.items()
+                ],
             )
         if changes.members_removed:
             connection.executemany(
@@ -409,6 +427,10 @@ class SqliteStateStore(StateReads):
                     "INSERT OR REPLACE INTO timers (workspace, customer_id, due_ms) VALUES (?, ?, ?)",
                     (workspace, customer_id, due_ms),
                 )
+        if changes.failures:
+            connection.executemany(
+                "INSERT INTO processing_failures (workspace, seq, error) VALUES (?, ?, ?)", changes.failures
+            )
         if changes.emitted:
             connection.executemany(
                 "INSERT INTO log_outbox (workspace, body) VALUES (?, ?)",
