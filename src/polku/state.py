@@ -82,9 +82,13 @@ class StateChanges(msgspec.Struct, kw_only=True):
     """(workspace, account, customer)"""
     members_removed: set[tuple[str, str, str]] = set()
     redirects: dict[tuple[str, str], str] = {}
+    unredirected: set[tuple[str, str]] = set()
+    """Ids that name a live customer again: their redirects go."""
     timeline: list[tuple[str, str, TimelineRow]] = []
     timeline_replaced: dict[tuple[str, str], list[TimelineRow]] = {}
     """Customers whose whole timeline is written anew (merged or split)."""
+    refusals_cleared: list[tuple[str, list[str]]] = []
+    """(workspace, identifiers): their refusals are replaced by ``refusals`` (a recomputation)."""
     refusals: list[tuple[str, RefusalRecord]] = []
     merges: list[tuple[str, MergeRecord]] = []
     timers: dict[tuple[str, str], int | None] = {}

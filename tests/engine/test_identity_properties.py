@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from polku.core.events import Event, time_millis
 from polku.core.identity import IdentityRules, LinkEvent, event_identifiers, resolve
 from polku.core.workspace import parse_config
-from polku.engine.worker import rebuild_state
+from polku.engine.worker import forward_outbox, rebuild_state
 from tests.engine.helpers import T0, World, event
 
 CONFIG = "identity: {limits: {user_id: 1, anonymous_id: 2, email: 1}, merge_on: [user_id, anonymous_id, email]}"
-RULES = parse_config(CONFIG).identity
+CONFIGS = [CONFIG, "identity: {limits: {user_id: 1, anonymous_id: 3}}"]
 
 identity_events = st.builds(
     lambda user, anonymous, email, phone, offset, number: event(
@@ -51,9 +51,9 @@ def canonical(events: list[Event], rules: IdentityRules) -> set[frozenset[str]]:
     return {frozenset(group) for group in resolve(identifiers, links, rules).components}
 
 
-def partition_after(events: list[Event]) -> set[frozenset[str]]:
+def partition_after(events: list[Event], config: str) -> set[frozenset[str]]:
     with tempfile.TemporaryDirectory() as directory:
-        world = World(Path(directory), CONFIG)
+        world = World(Path(directory), config)
         try:
             world.send(*events)
             world.run()
@@ -62,15 +62,19 @@ def partition_after(events: list[Event]) -> set[frozenset[str]]:
             world.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(identity_events, min_size=1, max_size=14), st.randoms(use_true_random=False))
-def test_any_order_gives_the_canonical_partition(events: list[Event], random: object) -> None:
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(CONFIGS),
+    st.lists(identity_events, min_size=1, max_size=14),
+    st.randoms(use_true_random=False),
+)
+def test_any_order_gives_the_canonical_partition(config: str, events: list[Event], random: object) -> None:
     events = unique(events)
     shuffled = list(events)
     random.shuffle(shuffled)  # type: ignore[attr-defined]
-    expected = canonical(events, RULES)
-    assert partition_after(events) == expected
-    assert partition_after(shuffled) == expected
+    expected = canonical(events, parse_config(config).identity)
+    assert partition_after(events, config) == expected
+    assert partition_after(shuffled, config) == expected
 
 
 def test_rebuild_equals_live(tmp_path: Path) -> None:
@@ -100,7 +104,9 @@ def test_rebuild_equals_live(tmp_path: Path) -> None:
         catalog = SqliteCatalog(tmp_path)
         await catalog.start()
         await bootstrap(catalog, write_key=None, admin_token=None)
-        await catalog.set_config("default", parse_config(CONFIG))
+        await catalog.set_config(
+            "default", parse_config(CONFIG + "\nsegments: {named: {condition: 'exists(traits.email)'}}")
+        )
         await catalog.close()
         log = SqliteEventLog(tmp_path, writer="thread")
         await log.start()
@@ -112,6 +118,15 @@ def test_rebuild_equals_live(tmp_path: Path) -> None:
     reader = SqliteLogReader(tmp_path)
     Processor(store, reader, clock=Clock(), batch_size=3).run_until_idle()
 
+    async def forward() -> None:  # what the worker does after each step
+        log = SqliteEventLog(tmp_path, writer="thread")
+        await log.start()
+        assert await forward_outbox(store, log) > 0
+        await log.close()
+
+    asyncio.run(forward())
+    Processor(store, reader, clock=Clock(), batch_size=3).run_until_idle()
+
     def snapshot() -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], list[tuple[str, ...]]]:
         identifiers = store.connection.execute("SELECT identifier, customer_id FROM identifiers ORDER BY 1").fetchall()
         timeline = store.connection.execute("SELECT customer_id, seq FROM timeline ORDER BY 1, 2").fetchall()
@@ -120,6 +135,8 @@ def test_rebuild_equals_live(tmp_path: Path) -> None:
 
     live = snapshot()
     assert len({row[1] for row in live[0]}) >= 2
+    internal = store.connection.execute("SELECT count(*) FROM timeline WHERE internal = 1").fetchone()[0]
+    assert internal >= 2  # Segment Entered and Customers Merged rows
     store.close()
     reader.close()
     rebuild_state(tmp_path, clock=Clock())

@@ -33,4 +33,4 @@ def test_poison_event_is_recorded_and_skipped(tmp_path: Path) -> None:
     assert profile.events == 6 and profile.attributes["seen"] == 6
     assert world.store.checkpoint() == 7
     failures = world.store.failures("default")
-    assert failures == [{"seq": 4, "error": "ValueError: cannot process this one"}]
+    assert failures == [{"seq": 4, "error": "event 4: ValueError: cannot process this one"}]

@@ -23,7 +23,15 @@ exactly what a replay of the whole log would give. Merges, splits and renames fo
 from comparing the new partition with the old one (``plan_recompute``).
 
 A customer's id is derived from its *founder*: the identifier seen first (by event
-key, then by text), hashed with a per-store salt, so a replay gives the same ids.
+key, then by type priority — a ``user_id`` before an e-mail address — then by text),
+hashed with a per-store salt, so a replay gives the same ids. A recomputation keeps
+an id with the component that holds its founder, so an id never passes to another
+person.
+
+``merge_on`` makes the outcome depend on order (whether a customer already had
+several identifiers when a phone number linked it), so any link through a type
+outside ``merge_on``, and any change to a customer holding such an identifier among
+others, takes the canonical path too.
 """
 
 from __future__ import annotations
@@ -79,6 +87,19 @@ class IdentityRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def types(self) -> tuple[str, ...]:
         return (*BUILT_IN_TYPES, *self.identifiers)
 
+    def rank(self, identifier: str) -> int:
+        """Priority of an identifier's type: ``user_id`` first, then the trait
+        identifiers in configuration order, ``anonymous_id`` last."""
+        kind = identifier_type(identifier)
+        if kind == "user_id":
+            return 0
+        if kind == "anonymous_id":
+            return len(self.identifiers) + 1
+        return 1 + list(self.identifiers).index(kind) if kind in self.identifiers else len(self.identifiers) + 1
+
+    def founder_key(self, founder: Founder) -> tuple[int, str, int, str]:
+        return founder[0], founder[1], self.rank(founder[2]), founder[2]
+
 
 def validate_rules(rules: IdentityRules, where: str = "identity") -> IdentityRules:
     import phonenumbers
@@ -102,6 +123,12 @@ def validate_rules(rules: IdentityRules, where: str = "identity") -> IdentityRul
     for name, limit in rules.limits.items():
         if not 1 <= limit <= 100_000:
             raise ConfigError(f"{where}.limits.{name}: {limit} is not between 1 and 100000", field=f"{where}.limits")
+    if rules.previous_id_type == "user_id" and rules.limits.get("user_id", 100_000) < 2:
+        raise ConfigError(
+            f"{where}.previous_id_type: with user_id aliases an alias links two user ids, "
+            f"which {where}.limits.user_id ({rules.limits['user_id']}) always refuses; raise the limit",
+            field=f"{where}.previous_id_type",
+        )
     if rules.phone_region is not None and rules.phone_region not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(
             f"{where}.phone_region: {rules.phone_region!r} is not a region code such as 'FI' or 'US'",
@@ -297,6 +324,14 @@ class CustomerSummary(msgspec.Struct, kw_only=True):
     conflicted: bool = False
 
 
+def order_sensitive(customer: CustomerSummary, rules: IdentityRules) -> bool:
+    """Whether a change to this customer must take the canonical path: it was party
+    to a refusal, or it holds an identifier outside ``merge_on`` among others."""
+    if customer.conflicted:
+        return True
+    return customer.size > 1 and any(kind not in rules.merge_on for kind in customer.counts)
+
+
 def customer_id_for(founder_identifier: str, salt: bytes) -> str:
     digest = hashlib.blake2b(founder_identifier.encode(), key=salt[:64], digest_size=10).hexdigest()
     return "c_" + digest
@@ -322,6 +357,8 @@ def link_live(
     """The fast path: what the event changes, or ``None`` when the canonical
     recomputation is needed (a link would be refused, or a customer involved has
     been party to a refusal, so order could matter)."""
+    if any(identifier_type(identifier) not in rules.merge_on for identifier in identifiers):
+        return None
     involved: dict[str, CustomerSummary] = {}
     target_counts: dict[str, int] = {}
     target_size = 0
@@ -335,7 +372,7 @@ def link_live(
         elif owner.customer_id in involved or owner.customer_id == target_customer:
             continue
         else:
-            if owner.conflicted:
+            if order_sensitive(owner, rules):
                 return None
             other_counts, other_size = owner.counts, owner.size
         if position > 0:
@@ -360,10 +397,10 @@ def link_live(
             if target_customer is None:
                 target_customer = owner.customer_id
     if involved:
-        survivor = min(involved.values(), key=lambda customer: customer.founder)
+        survivor = min(involved.values(), key=lambda customer: rules.founder_key(customer.founder))
         absorb = sorted(customer_id for customer_id in involved if customer_id != survivor.customer_id)
         return LivePlan(survivor=survivor.customer_id, founder=None, attach=new, absorb=absorb)
-    founder_identifier = min(new)
+    founder_identifier = min(new, key=lambda identifier: (rules.rank(identifier), identifier))
     return LivePlan(
         survivor=customer_id_for(founder_identifier, salt),
         founder=(key[0], key[1], founder_identifier),
@@ -390,6 +427,7 @@ def plan_recompute(
     founders: Mapping[str, Founder],
     first_keys: Mapping[str, EventKey],
     salt: bytes,
+    rules: IdentityRules,
 ) -> RecomputePlan:
     """Name the components of ``resolution``: a component keeps the id of the
     oldest existing customer whose founder it holds, else it gets a new id from its
@@ -407,12 +445,12 @@ def plan_recompute(
     for component in resolution.components:
         holders = [founder_of_identifier[i] for i in component if i in founder_of_identifier]
         if holders:
-            survivor = min(holders, key=lambda customer_id: founders[customer_id])
+            survivor = min(holders, key=lambda customer_id: rules.founder_key(founders[customer_id]))
             for other in holders:
                 if other != survivor:
                     retired[other] = survivor
         else:
-            first = min(component, key=lambda identifier: (first_keys[identifier], identifier))
+            first = min(component, key=lambda identifier: (first_keys[identifier], rules.rank(identifier), identifier))
             survivor = customer_id_for(first, salt)
             key = first_keys[first]
             new_founders[survivor] = (key[0], key[1], first)

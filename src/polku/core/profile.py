@@ -41,8 +41,8 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Account ids -> time of the latest ``group`` call that named them."""
     last_seen: dict[str, int] = {}
     """Channel -> latest event time (ms)."""
-    feedback: dict[str, tuple[float, int, str]] = {}
-    """Metric (csat, nps, ces) -> (score, time ms, channel) of the latest answer."""
+    feedback: dict[str, tuple[float, int, str, int]] = {}
+    """Metric (csat, nps, ces) -> (score, time ms, channel, log seq) of the latest answer."""
     first_seen_ms: int = 0
     last_seen_ms: int = 0
     events: int = 0
@@ -114,8 +114,8 @@ def apply_event(
     if answer is not None:
         metric, score = answer
         current_answer = profile.feedback.get(metric)
-        if current_answer is None or current_answer[1] <= ts:
-            profile.feedback[metric] = (score, ts, facts.channel)
+        if current_answer is None or (current_answer[1], current_answer[3]) <= (ts, facts.seq):
+            profile.feedback[metric] = (score, ts, facts.channel, facts.seq)
             changed.add("feedback." + metric)
     for name in attributes.apply(profile.attributes, facts):
         changed.add("attributes." + name)

@@ -21,6 +21,8 @@ from polku.core.identity import (
     Founder,
     LinkEvent,
     LivePlan,
+    customer_id_for,
+    identifier_type,
     plan_recompute,
     resolve,
 )
@@ -79,7 +81,10 @@ class IdentityChanger:
         frontier = list(identifiers)
         while frontier:
             reached: set[str] = set()
-            hashes = {h for found in store.link_hashes(workspace, frontier).values() for h in found} - set(links)
+            linked = store.link_hashes(workspace, frontier, limit=MAX_CLOSURE * 4)
+            hashes = {h for found in linked.values() for h in found} - set(links)
+            if len(hashes) > MAX_CLOSURE * 2:
+                return None
             for set_hash, stored in store.links(workspace, sorted(hashes)).items():
                 links[set_hash] = stored
                 reached.update(stored.identifiers)
@@ -117,9 +122,11 @@ class IdentityChanger:
         customers = {customer_id for customer_id in current_owner.values() if customer_id is not None}
         founders = {customer_id: processor.profile(workspace, customer_id).founder for customer_id in customers}
         resolution = resolve(closure, links.values(), runtime.rules)
-        plan = plan_recompute(resolution, current_owner, founders, first_keys, processor.salt)
-        # Every refusal of the closure is recorded (once: the store ignores repeats);
-        # in the canonical order it may belong to an earlier event than this one.
+        plan = plan_recompute(resolution, current_owner, founders, first_keys, processor.salt, runtime.rules)
+        # The closure's refusals are replaced by the canonical ones: in the canonical
+        # order a refusal may belong to an earlier event than this one, and a late
+        # event can lift one.
+        processor.changes.refusals_cleared.append((workspace, sorted(closure)))
         for refused in resolution.refusals:
             processor.changes.refusals.append(
                 (
@@ -164,18 +171,29 @@ class IdentityChanger:
         first = identifiers[0]
         record = processor.owner(workspace, first)
         if record is None:
-            from polku.core.identity import customer_id_for
-
             customer_id = customer_id_for(first, processor.salt)
+            processor.revive(workspace, customer_id)
             processor.put_profile(
                 workspace, Profile(customer_id=customer_id, founder=(key[0], key[1], first), identifiers=[first])
             )
             processor.set_owner(workspace, first, IdentifierRecord(customer_id, key))
         else:
             customer_id = record.customer_id
+        profile = processor.profile(workspace, customer_id)
+        counts: dict[str, int] = {}
+        for held in profile.identifiers:
+            counts[identifier_type(held)] = counts.get(identifier_type(held), 0) + 1
         for identifier in identifiers[1:]:
             other = processor.owner(workspace, identifier)
             if other is not None and other.customer_id == customer_id:
+                continue
+            kind = identifier_type(identifier)
+            if other is None and counts.get(kind, 0) < processor.runtime(workspace).rules.limits.get(kind, 1 << 30):
+                # A new identifier is attached (that is not a merge).
+                counts[kind] = counts.get(kind, 0) + 1
+                profile.identifiers.append(identifier)
+                processor.set_owner(workspace, identifier, IdentifierRecord(customer_id, key))
+                processor.put_profile(workspace, profile)
                 continue
             processor.changes.refusals.append(
                 (
@@ -244,8 +262,9 @@ class IdentityChanger:
         for customer_id in old_profiles:
             for row in store.timeline(workspace, customer_id):
                 if row.anchor.startswith("customer:"):
-                    target: str | None = row.anchor[9:]
-                    target = retired.get(target, target)  # type: ignore[arg-type]
+                    about = row.anchor[9:]
+                    target: str | None = retired.get(about) or processor.redirect(workspace, about)
+                    row = TimelineRow(row.ts_ms, row.seq, f"customer:{target}", row.type, row.name, row.channel, True)
                 else:
                     target = owner_of(row.anchor)
                 if target is None:
@@ -261,11 +280,12 @@ class IdentityChanger:
             base = old_profiles.get(customer_id)
             if base is None:
                 base = Profile(customer_id=customer_id, founder=founders[customer_id])
+                processor.revive(workspace, customer_id)
             base.identifiers = members[customer_id]
             if conflicted is not None:
                 base.conflicted = customer_id in conflicted
             history = []
-            for row in rows[customer_id]:
+            for row in sorted(rows[customer_id], key=lambda row: row.seq):
                 body = bodies.get(row.seq)
                 if body is None:
                     continue

@@ -16,7 +16,9 @@ truth once a batch commits; a failed commit clears them.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
+from functools import partial
 from typing import Final
 
 import msgspec
@@ -24,7 +26,15 @@ import msgspec
 from polku.adapters.sqlite.log_reader import decode_config
 from polku.adapters.sqlite.state_store import SqliteStateStore, link_hash
 from polku.core.events import Event, time_millis
-from polku.core.identity import CustomerSummary, EventKey, LinkEvent, event_identifiers, identifier_type, link_live
+from polku.core.identity import (
+    CustomerSummary,
+    EventKey,
+    LinkEvent,
+    event_identifiers,
+    identifier_type,
+    link_live,
+    order_sensitive,
+)
 from polku.core.profile import Profile, apply_event, condition_view, facts_of
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT
 from polku.engine.identity_change import IdentityChanger
@@ -35,6 +45,8 @@ from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 log = logging.getLogger("polku.processor")
 _decode_event = msgspec.json.Decoder(Event).decode
 
+TRANSIENT: Final = (sqlite3.Error, MemoryError, OSError)
+"""Failures of the machine or the store, not of an event: never a reason to skip one."""
 MAX_ACCOUNT_FANOUT: Final = 10_000
 """Members whose segments are checked again when their account's traits change."""
 
@@ -132,10 +144,13 @@ class Processor:
             for workspace, customer_id, due_ms in timers:
                 self.fire_timer(workspace, customer_id, due_ms)
             self.flush()
+        except TRANSIENT:
+            self._reset()
+            raise
         except Exception:
             self._reset()
             log.exception("a batch failed; processing it one event at a time")
-            self.isolate(rows)
+            self.isolate(rows, timers)
         except BaseException:
             self._reset()
             raise
@@ -148,23 +163,41 @@ class Processor:
         self.checkpoint = self.store.checkpoint()
         self.changes = StateChanges(checkpoint=self.checkpoint)
 
-    def isolate(self, rows: list[tuple[int, str, bytes]]) -> None:
-        """Process a failed batch event by event, each committed alone; an event that
-        fails by itself is recorded with its error and skipped, so one bad event
-        cannot stop every customer's processing (a poison message)."""
+    def isolate(self, rows: list[tuple[int, str, bytes]], timers: list[tuple[str, str, int]]) -> None:
+        """Process a failed batch event by event (and timer by timer), each committed
+        alone; one that fails by itself is recorded with its error and skipped, so a
+        poison message cannot stop every customer's processing. Errors of the store
+        itself (``TRANSIENT``) are not the event's fault: they stop the processor,
+        which starts again from its checkpoint."""
         for seq, workspace, body in rows:
             if seq <= self.checkpoint:
                 continue
-            try:
-                self.process(seq, workspace, _decode_event(body))
+            self._alone(workspace, seq, partial(self.process_body, seq, workspace, body))
+        for workspace, customer_id, due_ms in timers:
+            self._alone(workspace, 0, partial(self.fire_timer, workspace, customer_id, due_ms), timer=customer_id)
+
+    def process_body(self, seq: int, workspace: str, body: bytes) -> None:
+        self.process(seq, workspace, _decode_event(body))
+
+    def _alone(self, workspace: str, seq: int, work: Callable[[], None], timer: str | None = None) -> None:
+        try:
+            work()
+            if seq:
                 self.changes.checkpoint = seq
-                self.flush()
-            except Exception as error:
-                self._reset()
-                log.exception("event %s of workspace %s could not be processed; skipped", seq, workspace)
-                self.changes.failures.append((workspace, seq, f"{type(error).__name__}: {error}"[:2000]))
+            self.flush()
+        except TRANSIENT:
+            self._reset()
+            raise
+        except Exception as error:
+            self._reset()
+            what = f"the timer of customer {timer}" if timer else f"event {seq}"
+            log.exception("workspace %s: %s could not be processed; skipped", workspace, what)
+            self.changes.failures.append((workspace, seq, f"{what}: {type(error).__name__}: {error}"[:2000]))
+            if timer is not None:
+                self.changes.timers[(workspace, timer)] = None
+            else:
                 self.changes.checkpoint = seq
-                self.flush()
+            self.flush()
 
     def flush(self) -> None:
         """Commit what the batch changed so far, with the checkpoint of the last
@@ -202,9 +235,12 @@ class Processor:
         self.changes.identifiers[(workspace, identifier)] = record
 
     def profile(self, workspace: str, customer_id: str) -> Profile:
+        """Raises ``LookupError`` for an unknown or retired customer."""
         key = (workspace, customer_id)
         found = self.caches.profiles.get(key)
         if found is None:
+            if key in self.changes.redirects:
+                raise LookupError(f"customer {customer_id} was merged into {self.changes.redirects[key]}")
             found = self.store.profile(workspace, customer_id)
             if found is None:
                 raise LookupError(f"customer {customer_id} has identifiers but no profile")
@@ -215,6 +251,27 @@ class Processor:
         key = (workspace, profile.customer_id)
         self.caches.profiles[key] = profile
         self.changes.profiles[key] = profile
+
+    def revive(self, workspace: str, customer_id: str) -> None:
+        """A new customer whose id was retired once (a split gave its founder a
+        component again): its old redirect must go."""
+        self.changes.redirects.pop((workspace, customer_id), None)
+        self.changes.unredirected.add((workspace, customer_id))
+
+    def redirect(self, workspace: str, customer_id: str) -> str:
+        """The live id of a customer id, following merges (this batch's too)."""
+        for _ in range(64):
+            if (workspace, customer_id) in self.caches.profiles:
+                return customer_id
+            pending = self.changes.redirects.get((workspace, customer_id))
+            if pending is not None:
+                customer_id = pending
+                continue
+            live = self.store.redirect(workspace, customer_id)
+            if live == customer_id:
+                return customer_id
+            customer_id = live
+        return customer_id
 
     def drop_profile(self, workspace: str, customer_id: str) -> None:
         self.caches.profiles.pop((workspace, customer_id), None)
@@ -251,7 +308,7 @@ class Processor:
         internal = internal_customer(event)
         ts = time_millis(event.timestamp)
         if internal is not None or event.source == "polku":
-            if self.emit and internal is not None:
+            if internal is not None:
                 self.record_internal(workspace, seq, ts, event, internal)
             return
         identifiers = event_identifiers(event, runtime.rules)
@@ -272,8 +329,10 @@ class Processor:
         self.evaluate(workspace, runtime, profile, changed, trigger=str(seq))
 
     def record_internal(self, workspace: str, seq: int, ts: int, event: Event, customer_id: str) -> None:
-        live = self.store.redirect(workspace, customer_id)
-        if (workspace, live) not in self.caches.profiles and self.store.profile(workspace, live) is None:
+        live = self.redirect(workspace, customer_id)
+        try:
+            self.profile(workspace, live)
+        except LookupError:
             return
         row = TimelineRow(ts, seq, "customer:" + live, event.type, event.event, event.channel, internal=True)
         self.changes.timeline.append((workspace, live, row))
@@ -300,7 +359,7 @@ class Processor:
         customers = {record.customer_id for record in owners.values() if record is not None}
         if len(customers) == 1 and all(owners.values()):
             (customer_id,) = customers
-            if link is None or not self.profile(workspace, customer_id).conflicted:
+            if link is None or not order_sensitive(self.summary(workspace, customer_id), runtime.rules):
                 if link is not None:
                     self.record_link(workspace, link)
                 return customer_id
@@ -321,6 +380,7 @@ class Processor:
             self.record_link(workspace, link)
         if plan.founder is not None:
             profile = Profile(customer_id=plan.survivor, founder=plan.founder)
+            self.revive(workspace, plan.survivor)
         else:
             profile = self.profile(workspace, plan.survivor)
         for identifier in plan.attach:
@@ -360,9 +420,12 @@ class Processor:
         self.changes.accounts[(workspace, account_id)] = account
         self.changes.members_added.add((workspace, account_id, customer_id))
         self.changes.members_removed.discard((workspace, account_id, customer_id))
-        if traits_changed:
+        if traits_changed and runtime.segments.affected({"account", "accounts"}):
             members = set(self.store.account_members(workspace, account_id, limit=MAX_ACCOUNT_FANOUT))
             members.update(c for w, a, c in self.changes.members_added if w == workspace and a == account_id)
+            members.difference_update(
+                c for w, a, c in self.changes.members_removed if w == workspace and a == account_id
+            )
             members.discard(customer_id)
             for member in sorted(members):
                 try:

@@ -94,20 +94,11 @@ class ProfileViews:
             "first_seen": format_millis(profile.first_seen_ms) if profile.first_seen_ms else None,
             "events": profile.events,
             "identity_conflict": profile.conflicted,
-            "refused_links": self.refusals_of(workspace, customer_id) if profile.conflicted else [],
+            "refused_links": self.refusals_of(workspace, profile) if profile.conflicted else [],
         }
 
-    def refusals_of(self, workspace: str, customer_id: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        after = 0
-        while True:
-            page = self.state.refusals(workspace, after_id=after, limit=500)
-            if not page:
-                return found[-50:]
-            for entry_id, record in page:
-                if customer_id in (record.target_customer, record.other_customer):
-                    found.append(refusal_json(entry_id, record))
-            after = page[-1][0]
+    def refusals_of(self, workspace: str, profile: Profile) -> list[dict[str, Any]]:
+        return [refusal_json(i, r) for i, r in self.state.refusals_about(workspace, profile.identifiers)]
 
     # -- the timeline ---------------------------------------------------------------
 
@@ -263,8 +254,11 @@ def parse_cursor(text: str | None) -> tuple[int, int] | None:
         return None
     ts, sep, seq = text.partition(":")
     try:
-        if not sep:
+        if not sep or len(text) > 41:
             raise ValueError(text)
-        return int(ts), int(seq)
+        cursor = int(ts), int(seq)
+        if not all(-(2**63) <= value < 2**63 for value in cursor):
+            raise ValueError(text)
+        return cursor
     except ValueError:
         raise InvalidInput(f"cursor {text[:40]!r} is not one this API returned", field="cursor") from None

@@ -78,9 +78,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (workspace, account_id, customer_id)
     ) WITHOUT ROWID;
     CREATE TABLE identity_refusals (
-        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, ref TEXT NOT NULL, body BLOB NOT NULL,
+        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, ref TEXT NOT NULL,
+        target TEXT NOT NULL, identifier TEXT NOT NULL, body BLOB NOT NULL,
         UNIQUE (workspace, ref)
     );
+    CREATE INDEX identity_refusals_target ON identity_refusals (workspace, target);
+    CREATE INDEX identity_refusals_identifier ON identity_refusals (workspace, identifier);
     CREATE TABLE identity_changes (
         id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL
     );
@@ -180,8 +183,13 @@ class StateReads:
         return None if row is None else _decode_profile(row[0])
 
     def redirect(self, workspace: str, customer_id: str) -> str:
-        """Follow merges: the live id a (possibly retired) customer id now has."""
+        """Follow merges: the live id a (possibly retired) customer id now has. An id
+        with a profile is live, whatever redirect it may once have had."""
         for _ in range(64):
+            if self.connection.execute(
+                "SELECT 1 FROM profiles WHERE workspace = ? AND customer_id = ?", (workspace, customer_id)
+            ).fetchone():
+                return customer_id
             row = self.connection.execute(
                 "SELECT new_id FROM redirects WHERE workspace = ? AND old_id = ?", (workspace, customer_id)
             ).fetchone()
@@ -190,13 +198,14 @@ class StateReads:
             customer_id = row[0]
         return customer_id
 
-    def link_hashes(self, workspace: str, identifiers: Sequence[str]) -> dict[str, list[str]]:
+    def link_hashes(self, workspace: str, identifiers: Sequence[str], *, limit: int = 1 << 62) -> dict[str, list[str]]:
+        """The links each identifier took part in (at most ``limit`` per query)."""
         found: dict[str, list[str]] = {}
         for chunk in _chunks(identifiers):
             marks = ",".join("?" * len(chunk))
             for identifier, set_hash in self.connection.execute(
-                f"SELECT identifier, set_hash FROM link_members WHERE workspace = ? AND identifier IN ({marks})",
-                (workspace, *chunk),
+                f"SELECT identifier, set_hash FROM link_members WHERE workspace = ? AND identifier IN ({marks}) LIMIT ?",
+                (workspace, *chunk, limit),
             ):
                 found.setdefault(identifier, []).append(set_hash)
         return found
@@ -264,6 +273,22 @@ class StateReads:
                 (workspace, after_id, limit),
             )
         ]
+
+    def refusals_about(
+        self, workspace: str, identifiers: Sequence[str], limit: int = 50
+    ) -> list[tuple[int, RefusalRecord]]:
+        """Refusals that involve any of these identifiers (a customer's), newest first."""
+        found: dict[int, RefusalRecord] = {}
+        for chunk in _chunks(identifiers):
+            marks = ",".join("?" * len(chunk))
+            for column in ("target", "identifier"):
+                for entry_id, body in self.connection.execute(
+                    f"SELECT id, body FROM identity_refusals WHERE workspace = ? AND {column} IN ({marks}) "
+                    "ORDER BY id DESC LIMIT ?",
+                    (workspace, *chunk, limit),
+                ):
+                    found[entry_id] = _decode_refusal(body)
+        return sorted(found.items(), reverse=True)[:limit]
 
     def identity_changes(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, MergeRecord]]:
         return [
@@ -368,6 +393,10 @@ class SqliteStateStore(StateReads):
                 if profile is not None
             ],
         )
+        if changes.unredirected:
+            connection.executemany(
+                "DELETE FROM redirects WHERE workspace = ? AND old_id = ?", sorted(changes.unredirected)
+            )
         if changes.redirects:
             connection.executemany(
                 "INSERT OR REPLACE INTO redirects (workspace, old_id, new_id) VALUES (?, ?, ?)",
@@ -404,11 +433,26 @@ class SqliteStateStore(StateReads):
                 "INSERT OR IGNORE INTO account_members (workspace, account_id, customer_id) VALUES (?, ?, ?)",
                 sorted(changes.members_added),
             )
+        for workspace, identifiers in changes.refusals_cleared:
+            for chunk in _chunks(identifiers):
+                marks = ",".join("?" * len(chunk))
+                connection.execute(
+                    f"DELETE FROM identity_refusals WHERE workspace = ? AND (target IN ({marks}) OR identifier IN ({marks}))",
+                    (workspace, *chunk, *chunk),
+                )
         if changes.refusals:
             connection.executemany(
-                "INSERT OR IGNORE INTO identity_refusals (workspace, seq, ref, body) VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO identity_refusals (workspace, seq, ref, target, identifier, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (workspace, record.seq, f"{record.ts_ms}|{record.message_id}|{record.identifier}", _encode(record))
+                    (
+                        workspace,
+                        record.seq,
+                        f"{record.ts_ms}|{record.message_id}|{record.identifier}",
+                        record.target,
+                        record.identifier,
+                        _encode(record),
+                    )
                     for workspace, record in changes.refusals
                 ],
             )
@@ -463,6 +507,8 @@ class SqliteStateStore(StateReads):
                 "identity_refusals",
                 "identity_changes",
                 "timers",
+                "processing_failures",
+                "log_outbox",
             ):
                 self.connection.execute(f"DELETE FROM {table}")
             self.connection.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")
