@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from polku.adapters.memory import MemoryLogReader
+from polku.adapters.memory_state import MemoryStateStore
 from polku.adapters.sqlite.state_store import SqliteStateStore
 from polku.core.events import Event, format_millis
 from polku.core.workspace import WorkspaceConfig, parse_config
 from polku.engine.processor import Processor
 
 T0 = 1_790_000_000_000  # 2026-09-21
+BACKEND = "sqlite"
+"""The state store ``World`` uses; ``tests/engine/conftest.py`` runs every test on each."""
 _ids = itertools.count(1)
 
 
@@ -50,7 +53,7 @@ class World:
         parsed = parse_config(config) if isinstance(config, str) else config
         self.directory = directory
         self.log = MemoryLogReader({"default": parsed})
-        self.store = SqliteStateStore(directory)
+        self.store: Any = SqliteStateStore(directory) if BACKEND == "sqlite" else MemoryStateStore()
         self.clock = Clock()
         self.processor = Processor(self.store, self.log, clock=self.clock, batch_size=7, emit=emit)
 
@@ -74,6 +77,8 @@ class World:
         return record.customer_id
 
     def partition(self) -> set[frozenset[str]]:
+        if isinstance(self.store, MemoryStateStore):
+            return {frozenset(group) for group in self.store.partition("default").values()}
         groups: dict[str, set[str]] = {}
         for identifier, customer_id in self.store.connection.execute(
             "SELECT identifier, customer_id FROM identifiers WHERE workspace = 'default'"

@@ -62,7 +62,9 @@ def partition_after(events: list[Event], config: str) -> set[frozenset[str]]:
             world.close()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(
     st.sampled_from(CONFIGS),
     st.lists(identity_events, min_size=1, max_size=14),

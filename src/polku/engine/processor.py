@@ -24,7 +24,7 @@ from typing import Final
 import msgspec
 
 from polku.adapters.sqlite.log_reader import decode_config
-from polku.adapters.sqlite.state_store import SqliteStateStore, link_hash
+from polku.adapters.sqlite.state_store import link_hash
 from polku.core.events import Event, time_millis
 from polku.core.identity import (
     CustomerSummary,
@@ -39,7 +39,7 @@ from polku.core.profile import Profile, apply_event, condition_view, facts_of
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT
 from polku.engine.identity_change import IdentityChanger
 from polku.engine.runtime import SEGMENT_RECHECK_MS, WorkspaceRuntime, internal_customer, internal_event
-from polku.ports import LogReader
+from polku.ports import LogReader, StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
 log = logging.getLogger("polku.processor")
@@ -79,7 +79,7 @@ class Caches:
 class Processor:
     def __init__(
         self,
-        store: SqliteStateStore,
+        store: StateStore,
         reader: LogReader,
         *,
         clock: Callable[[], int],

@@ -1,0 +1,202 @@
+"""In-memory ``StateStore``: the reference semantics of the processor's state, run
+by the same engine tests as the SQLite store. Records are copied in and out (through
+msgpack) so that, as with a real store, nothing the processor mutates after a
+commit changes what was committed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+from polku.core.identity import LinkEvent
+from polku.core.profile import Profile
+from polku.state import Account, IdentifierRecord, MergeRecord, RefusalRecord, StateChanges, TimelineRow
+
+T = TypeVar("T")
+_encode = msgspec.msgpack.Encoder().encode
+_json = msgspec.json.Encoder().encode
+
+
+def _copy(value: T, kind: type[T]) -> T:
+    return msgspec.msgpack.decode(_encode(value), type=kind)
+
+
+class MemoryStateStore:
+    def __init__(self) -> None:
+        self._salt = os.urandom(32)
+        self._checkpoint = 0
+        self.identifiers: dict[tuple[str, str], IdentifierRecord] = {}
+        self.link_bodies: dict[tuple[str, str], LinkEvent] = {}
+        self.link_members: dict[tuple[str, str], set[str]] = {}
+        self.profiles: dict[tuple[str, str], bytes] = {}
+        self.redirects: dict[tuple[str, str], str] = {}
+        self.timelines: dict[tuple[str, str], dict[tuple[int, int], TimelineRow]] = {}
+        self.accounts: dict[tuple[str, str], bytes] = {}
+        self.members: set[tuple[str, str, str]] = set()
+        self.refusal_log: dict[int, tuple[str, str, RefusalRecord]] = {}
+        self.changes_log: list[tuple[str, MergeRecord]] = []
+        self.timers: dict[tuple[str, str], int] = {}
+        self.outbox_entries: dict[int, tuple[str, bytes]] = {}
+        self.failure_log: list[tuple[str, int, str]] = []
+        self._next_id = 1
+
+    def _id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # -- reads ------------------------------------------------------------------
+
+    def salt(self) -> bytes:
+        return self._salt
+
+    def checkpoint(self) -> int:
+        return self._checkpoint
+
+    def identifier(self, workspace: str, identifier: str) -> IdentifierRecord | None:
+        return self.identifiers.get((workspace, identifier))
+
+    def profile(self, workspace: str, customer_id: str) -> Profile | None:
+        body = self.profiles.get((workspace, customer_id))
+        return None if body is None else msgspec.msgpack.decode(body, type=Profile)
+
+    def redirect(self, workspace: str, customer_id: str) -> str:
+        for _ in range(64):
+            if (workspace, customer_id) in self.profiles:
+                return customer_id
+            new = self.redirects.get((workspace, customer_id))
+            if new is None:
+                return customer_id
+            customer_id = new
+        return customer_id
+
+    def link_hashes(self, workspace: str, identifiers: Sequence[str], *, limit: int = 1 << 62) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for identifier in identifiers:
+            hashes = sorted(self.link_members.get((workspace, identifier), ()))
+            if hashes:
+                found[identifier] = hashes[:limit]
+        return found
+
+    def links(self, workspace: str, set_hashes: Sequence[str]) -> dict[str, LinkEvent]:
+        return {h: self.link_bodies[(workspace, h)] for h in set_hashes if (workspace, h) in self.link_bodies}
+
+    def account(self, workspace: str, account_id: str) -> Account | None:
+        body = self.accounts.get((workspace, account_id))
+        return None if body is None else msgspec.msgpack.decode(body, type=Account)
+
+    def account_members(self, workspace: str, account_id: str, *, limit: int = 10_000) -> list[str]:
+        return sorted(c for w, a, c in self.members if w == workspace and a == account_id)[:limit]
+
+    def timeline(
+        self, workspace: str, customer_id: str, *, before: tuple[int, int] | None = None, limit: int | None = None
+    ) -> list[TimelineRow]:
+        rows = self.timelines.get((workspace, customer_id), {})
+        keys = sorted((key for key in rows if before is None or key < before), reverse=True)
+        return [rows[key] for key in keys[:limit]]
+
+    def refusals(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, RefusalRecord]]:
+        return [
+            (entry_id, record)
+            for entry_id, (w, _, record) in sorted(self.refusal_log.items())
+            if w == workspace and entry_id > after_id
+        ][:limit]
+
+    def refusals_about(
+        self, workspace: str, identifiers: Sequence[str], limit: int = 50
+    ) -> list[tuple[int, RefusalRecord]]:
+        wanted = set(identifiers)
+        found = [
+            (entry_id, record)
+            for entry_id, (w, _, record) in self.refusal_log.items()
+            if w == workspace and (record.target in wanted or record.identifier in wanted)
+        ]
+        return sorted(found, key=lambda item: item[0], reverse=True)[:limit]
+
+    def identity_changes(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, MergeRecord]]:
+        entries = [(i + 1, record) for i, (w, record) in enumerate(self.changes_log) if w == workspace]
+        return [(entry_id, record) for entry_id, record in entries if entry_id > after_id][:limit]
+
+    def failures(self, workspace: str, limit: int = 20) -> list[dict[str, Any]]:
+        found = [{"seq": seq, "error": error} for w, seq, error in reversed(self.failure_log) if w == workspace]
+        return found[:limit]
+
+    def due_timers(self, now_ms: int, limit: int) -> list[tuple[str, str, int]]:
+        due = sorted((d, w, c) for (w, c), d in self.timers.items() if d <= now_ms)
+        return [(w, c, d) for d, w, c in due[:limit]]
+
+    def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]:
+        return [(entry_id, w, body) for entry_id, (w, body) in sorted(self.outbox_entries.items())][:limit]
+
+    # -- writes -----------------------------------------------------------------
+
+    def commit(self, changes: StateChanges) -> None:
+        # Validate everything first (encoding), then apply: all or nothing.
+        profiles = {key: None if p is None else _encode(p) for key, p in changes.profiles.items()}
+        accounts = {key: _encode(a) for key, a in changes.accounts.items()}
+        emitted = [(workspace, _json(event)) for workspace, event in changes.emitted]
+        self.identifiers.update({key: _copy(r, IdentifierRecord) for key, r in changes.identifiers.items()})
+        for (workspace, set_hash), link in changes.links.items():
+            self.link_bodies[(workspace, set_hash)] = link
+            for identifier in link.identifiers:
+                self.link_members.setdefault((workspace, identifier), set()).add(set_hash)
+        for key, body in profiles.items():
+            if body is None:
+                self.profiles.pop(key, None)
+                self.timers.pop(key, None)
+            else:
+                self.profiles[key] = body
+        for key in changes.unredirected:
+            self.redirects.pop(key, None)
+        self.redirects.update(changes.redirects)
+        for key, rows in changes.timeline_replaced.items():
+            self.timelines[key] = {(row.ts_ms, row.seq): row for row in rows}
+        for workspace, customer_id, row in changes.timeline:
+            self.timelines.setdefault((workspace, customer_id), {})[(row.ts_ms, row.seq)] = row
+        self.accounts.update(accounts)
+        self.members -= changes.members_removed
+        self.members |= changes.members_added
+        for workspace, identifiers in changes.refusals_cleared:
+            wanted = set(identifiers)
+            for entry_id, (w, _, record) in list(self.refusal_log.items()):
+                if w == workspace and (record.target in wanted or record.identifier in wanted):
+                    del self.refusal_log[entry_id]
+        known = {(w, ref) for w, ref, _ in self.refusal_log.values()}
+        for workspace, record in changes.refusals:
+            ref = f"{record.ts_ms}|{record.message_id}|{record.identifier}"
+            if (workspace, ref) not in known:
+                known.add((workspace, ref))
+                self.refusal_log[self._id()] = (workspace, ref, record)
+        self.changes_log.extend(changes.merges)
+        for key, due in changes.timers.items():
+            if due is None:
+                self.timers.pop(key, None)
+            else:
+                self.timers[key] = due
+        self.failure_log.extend(changes.failures)
+        for workspace, body in emitted:
+            self.outbox_entries[self._id()] = (workspace, body)
+        self._checkpoint = changes.checkpoint
+
+    def delete_outbox(self, ids: Sequence[int]) -> None:
+        for entry_id in ids:
+            self.outbox_entries.pop(entry_id, None)
+
+    def reset(self) -> None:
+        salt = self._salt
+        self.__init__()  # type: ignore[misc]
+        self._salt = salt
+
+    def close(self) -> None:
+        return None
+
+    # -- for tests ----------------------------------------------------------------
+
+    def partition(self, workspace: str) -> dict[str, set[str]]:
+        groups: dict[str, set[str]] = {}
+        for (w, identifier), record in self.identifiers.items():
+            if w == workspace:
+                groups.setdefault(record.customer_id, set()).add(identifier)
+        return groups
