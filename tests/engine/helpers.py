@@ -49,13 +49,15 @@ class Clock:
 class World:
     """A processor over ``MemoryLogReader`` and a real ``SqliteStateStore``."""
 
-    def __init__(self, directory: Path, config: str | WorkspaceConfig = "{}", *, emit: bool = True) -> None:
+    def __init__(
+        self, directory: Path, config: str | WorkspaceConfig = "{}", *, emit: bool = True, batch_size: int = 7
+    ) -> None:
         parsed = parse_config(config) if isinstance(config, str) else config
         self.directory = directory
         self.log = MemoryLogReader({"default": parsed})
         self.store: Any = SqliteStateStore(directory) if BACKEND == "sqlite" else MemoryStateStore()
         self.clock = Clock()
-        self.processor = Processor(self.store, self.log, clock=self.clock, batch_size=7, emit=emit)
+        self.processor = Processor(self.store, self.log, clock=self.clock, batch_size=batch_size, emit=emit)
 
     def send(self, *events: Event) -> None:
         for item in events:

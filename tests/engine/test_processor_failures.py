@@ -34,3 +34,22 @@ def test_poison_event_is_recorded_and_skipped(tmp_path: Path) -> None:
     assert world.store.checkpoint() == 7
     failures = world.store.failures("default")
     assert failures == [{"seq": 4, "error": "event 4: ValueError: cannot process this one"}]
+
+
+def test_state_of_another_format_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    from polku.adapters.memory import MemoryLogReader
+    from polku.adapters.sqlite.state_store import SqliteStateStore
+    from tests.engine.helpers import Clock
+
+    log = MemoryLogReader()
+    log.add("default", event("track", user_id="u1", event="E"))
+    store = SqliteStateStore(tmp_path)
+    Processor(store, log, clock=Clock()).run_until_idle()
+    assert store.checkpoint() == 1
+    store.connection.execute("UPDATE meta SET value = x'30' WHERE key = 'format'")
+    store.close()
+    reopened = SqliteStateStore(tmp_path)
+    assert reopened.checkpoint() == 0 and reopened.identifier("default", "user_id:u1") is None
+    Processor(reopened, log, clock=Clock()).run_until_idle()
+    assert reopened.identifier("default", "user_id:u1") is not None
+    reopened.close()

@@ -139,7 +139,9 @@ class MemoryStateStore:
         emitted = [(workspace, _json(event)) for workspace, event in changes.emitted]
         self.identifiers.update({key: _copy(r, IdentifierRecord) for key, r in changes.identifiers.items()})
         for (workspace, set_hash), link in changes.links.items():
-            self.link_bodies[(workspace, set_hash)] = link
+            stored = self.link_bodies.get((workspace, set_hash))
+            if stored is None or link.key < stored.key:
+                self.link_bodies[(workspace, set_hash)] = link
             for identifier in link.identifiers:
                 self.link_members.setdefault((workspace, identifier), set()).add(set_hash)
         for key, body in profiles.items():

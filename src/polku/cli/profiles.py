@@ -65,10 +65,12 @@ def process(
 ) -> None:
     """Run the processor (identity, profiles, segments) until stopped. `polku serve`
     runs it for you; run it yourself with `serve --no-processor`."""
+    from polku.cli.main import tune_gc
     from polku.logs import configure
 
     configure("info")
     _require_store(data_dir)
+    tune_gc()
 
     async def go() -> None:
         stop = asyncio.Event()

@@ -11,7 +11,7 @@ folding the merged history again (``rebuild``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -47,6 +47,10 @@ class Profile(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_seen_ms: int = 0
     events: int = 0
     dropped_traits: int = 0
+    links: dict[str, tuple[int, str]] = {}
+    """Identity links (set hash -> earliest key) already stored: repeats cost nothing."""
+    timer_ms: int = 0
+    """When the customer's durable timer is due (0: none), so it is written only on change."""
 
 
 def facts_of(seq: int, event: Event, ts_ms: int | None = None) -> EventFacts:
@@ -159,21 +163,25 @@ def condition_view(
     attribute_values: Mapping[str, Any],
     account_traits: Mapping[str, Mapping[str, Any] | None],
     now_ms: int,
+    roots: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The roots a segment condition reads (docs/expressions.md): ``traits``,
     ``attributes``, ``segments``, ``accounts`` (a list), ``account`` (the one named
     most recently by a ``group`` call), ``last_seen``, ``feedback``, ``identifiers``,
-    ``now``."""
-    accounts = sorted(profile.accounts.items(), key=lambda item: (-item[1], item[0]))
-    account_list = [account_entry(account_id, account_traits.get(account_id)) for account_id, _ in accounts]
-    return {
-        "traits": {name: value[0] for name, value in profile.traits.items()},
-        "attributes": attribute_values,
-        "segments": list(profile.segments),
-        "accounts": account_list,
-        "account": account_list[0] if account_list else None,
-        "last_seen": profile.last_seen,
-        "feedback": {metric: answer[0] for metric, answer in profile.feedback.items()},
-        "identifiers": identifiers_by_type(profile.identifiers),
-        "now": now_ms,
-    }
+    ``now``. With ``roots``, only those are built (the others are absent: a
+    condition reading them was not asked)."""
+    view: dict[str, Any] = {"now": now_ms, "attributes": attribute_values, "last_seen": profile.last_seen}
+    if roots is None or "traits" in roots:
+        view["traits"] = {name: value[0] for name, value in profile.traits.items()}
+    if roots is None or "segments" in roots:
+        view["segments"] = list(profile.segments)
+    if roots is None or "account" in roots or "accounts" in roots:
+        accounts = sorted(profile.accounts.items(), key=lambda item: (-item[1], item[0]))
+        account_list = [account_entry(account_id, account_traits.get(account_id)) for account_id, _ in accounts]
+        view["accounts"] = account_list
+        view["account"] = account_list[0] if account_list else None
+    if roots is None or "feedback" in roots:
+        view["feedback"] = {metric: answer[0] for metric, answer in profile.feedback.items()}
+    if roots is None or "identifiers" in roots:
+        view["identifiers"] = identifiers_by_type(profile.identifiers)
+    return view

@@ -39,6 +39,17 @@ def _affected(references: frozenset[str], changed: Collection[str]) -> bool:
     return False
 
 
+class Needs(msgspec.Struct, frozen=True):
+    """What a group of segments reads: the condition roots, and the attribute names
+    (``None``: every attribute, when a condition reads ``attributes`` whole)."""
+
+    roots: frozenset[str]
+    attributes: tuple[str, ...] | None
+
+
+MEMO_LIMIT: Final = 4096
+
+
 class CompiledSegment:
     __slots__ = ("condition", "name", "reads_now", "references")
 
@@ -59,6 +70,9 @@ class SegmentSet:
         self.time_dependent = tuple(
             segment for segment in segments if segment.reads_now or _affected(segment.references, windowed)
         )
+        # Memos: the same sets of changed paths come back event after event.
+        self._affected: dict[frozenset[str], list[CompiledSegment]] = {}
+        self._needs: dict[tuple[str, ...], Needs] = {}
 
     @classmethod
     def compile(
@@ -81,7 +95,28 @@ class SegmentSet:
             return list(self.segments)
         if not changed:
             return []
-        return [segment for segment in self.segments if _affected(segment.references, changed)]
+        key = frozenset(changed)
+        found = self._affected.get(key)
+        if found is None:
+            if len(self._affected) >= MEMO_LIMIT:
+                self._affected.clear()
+            found = [segment for segment in self.segments if _affected(segment.references, changed)]
+            self._affected[key] = found
+        return found
+
+    def needs(self, segments: list[CompiledSegment]) -> Needs:
+        key = tuple(segment.name for segment in segments)
+        found = self._needs.get(key)
+        if found is None:
+            references = {reference for segment in segments for reference in segment.references}
+            roots = frozenset(reference.partition(".")[0] for reference in references)
+            names: tuple[str, ...] | None = None
+            if "attributes" not in references:
+                names = tuple(sorted({r.split(".")[1] for r in references if r.startswith("attributes.")}))
+            if len(self._needs) >= MEMO_LIMIT:
+                self._needs.clear()
+            found = self._needs[key] = Needs(roots=roots, attributes=names)
+        return found
 
     @staticmethod
     def evaluate(

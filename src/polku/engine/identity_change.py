@@ -1,7 +1,8 @@
 """Merges, splits and canonical recomputation of identity, for the processor.
 
-Both paths start by committing what the batch has done so far, so the store holds
-every link and timeline row they read. They end the same way (``apply``): the
+Both paths read the store through the batch's pending changes (links, timeline
+rows, profiles, redirects), so nothing is committed half-way through a batch. They
+end the same way (``apply``): the
 identifiers get their new customers, the timelines of the customers involved are
 dealt out again by the identifier that named each event, every changed profile is
 folded again from its history, retired customers redirect to their survivors, and
@@ -48,7 +49,6 @@ class IdentityChanger:
     def merge(self, workspace: str, runtime: WorkspaceRuntime, plan: LivePlan, key: EventKey, seq: int) -> str:
         """The fast path's merge: no link was refused, so the union is canonical."""
         processor = self.processor
-        processor.flush()
         owner_updates = dict.fromkeys(plan.attach, plan.survivor)
         for absorbed in plan.absorb:
             for identifier in processor.profile(workspace, absorbed).identifiers:
@@ -82,10 +82,22 @@ class IdentityChanger:
         while frontier:
             reached: set[str] = set()
             linked = store.link_hashes(workspace, frontier, limit=MAX_CLOSURE * 4)
-            hashes = {h for found in linked.values() for h in found} - set(links)
+            hashes = {h for found in linked.values() for h in found}
+            wanted = set(frontier)
+            pending = {
+                set_hash: pending_link
+                for (pending_workspace, set_hash), pending_link in processor.changes.links.items()
+                if pending_workspace == workspace and wanted.intersection(pending_link.identifiers)
+            }
+            hashes = (hashes | set(pending)) - set(links)
             if len(hashes) > MAX_CLOSURE * 2:
                 return None
-            for set_hash, stored in store.links(workspace, sorted(hashes)).items():
+            found = store.links(workspace, sorted(hashes))
+            for set_hash, pending_link in pending.items():
+                stored_link = found.get(set_hash)
+                if set_hash in hashes and (stored_link is None or pending_link.key < stored_link.key):
+                    found[set_hash] = pending_link  # the store keeps the earliest key too
+            for set_hash, stored in found.items():
                 links[set_hash] = stored
                 reached.update(stored.identifiers)
             for identifier in frontier:
@@ -109,7 +121,6 @@ class IdentityChanger:
     ) -> str:
         """The canonical partition of the event's closure (``core.identity.resolve``)."""
         processor = self.processor
-        processor.flush()
         gathered = self.closure(workspace, identifiers, link)
         if gathered is None:
             return self.refuse_hub(workspace, identifiers, key, seq)
@@ -229,7 +240,6 @@ class IdentityChanger:
     ) -> None:
         processor = self.processor
         changes = processor.changes
-        store = processor.store
         old_profiles: dict[str, Profile] = {}
         for customer_id in (changed | set(retired)) - set(founders):
             try:
@@ -259,8 +269,14 @@ class IdentityChanger:
             processor.set_owner(workspace, identifier, IdentifierRecord(customer_id, first))
         # Timelines dealt out again by the identifier that named each event.
         rows: dict[str, list[TimelineRow]] = {customer_id: [] for customer_id in changed}
+        history_of = {customer_id: processor.timeline_rows(workspace, customer_id) for customer_id in old_profiles}
+        # Their pending rows are in ``history_of`` now; left in the batch's inserts
+        # they would be written to the old customers after the replacement.
+        changes.timeline = [
+            entry for entry in changes.timeline if not (entry[0] == workspace and entry[1] in history_of)
+        ]
         for customer_id in old_profiles:
-            for row in store.timeline(workspace, customer_id):
+            for row in history_of[customer_id]:
                 if row.anchor.startswith("customer:"):
                     about = row.anchor[9:]
                     target: str | None = retired.get(about) or processor.redirect(workspace, about)
@@ -292,6 +308,10 @@ class IdentityChanger:
                 event = _decode_event(body)
                 history.append((facts_of(row.seq, event), event.group_id if event.type == "group" else None))
             fresh = rebuild(base, history, runtime.attributes, runtime.feedback_event)
+            for profile in old_profiles.values():  # links already stored stay known
+                for set_hash, link_key in profile.links.items():
+                    if set_hash not in fresh.links or tuple(link_key) < tuple(fresh.links[set_hash]):
+                        fresh.links[set_hash] = link_key
             processor.put_profile(workspace, fresh)
             changes.timeline_replaced[(workspace, customer_id)] = sorted(rows[customer_id])
             for account_id in fresh.accounts:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import zlib
 from collections.abc import Callable
 from functools import partial
 from typing import Final
@@ -36,7 +37,7 @@ from polku.core.identity import (
     order_sensitive,
 )
 from polku.core.profile import Profile, apply_event, condition_view, facts_of
-from polku.core.segments import ENTERED_EVENT, EXITED_EVENT
+from polku.core.segments import ENTERED_EVENT, EXITED_EVENT, Needs
 from polku.engine.identity_change import IdentityChanger
 from polku.engine.runtime import SEGMENT_RECHECK_MS, WorkspaceRuntime, internal_customer, internal_event
 from polku.ports import LogReader, StateStore
@@ -48,6 +49,9 @@ _decode_event = msgspec.json.Decoder(Event).decode
 TRANSIENT: Final = (sqlite3.Error, MemoryError, OSError)
 """Failures of the machine or the store, not of an event: never a reason to skip one."""
 MAX_ACCOUNT_FANOUT: Final = 10_000
+MAX_KNOWN_LINKS: Final = 1_000
+"""Links a profile remembers having stored (beyond, it forgets them all and stores
+repeats again: harmless, the store keeps the earliest)."""
 """Members whose segments are checked again when their account's traits change."""
 
 
@@ -58,17 +62,16 @@ class Caches:
         self.capacity = capacity
         self.owners: dict[tuple[str, str], IdentifierRecord | None] = {}
         self.profiles: dict[tuple[str, str], Profile] = {}
-        self.links: dict[tuple[str, str], EventKey] = {}
         self.accounts: dict[tuple[str, str], Account | None] = {}
 
     def clear(self) -> None:
-        for cache in (self.owners, self.profiles, self.links, self.accounts):
+        for cache in (self.owners, self.profiles, self.accounts):
             cache.clear()
 
     def trim(self) -> None:
         """Evict the oldest entries (insertion order) once over capacity: cheap, and
         the hot customers come straight back."""
-        for cache, share in ((self.owners, 3), (self.profiles, 1), (self.links, 2), (self.accounts, 1)):
+        for cache, share in ((self.owners, 3), (self.profiles, 1), (self.accounts, 1)):
             limit = self.capacity * share
             if len(cache) > limit:
                 drop = len(cache) - limit + limit // 10
@@ -99,6 +102,7 @@ class Processor:
         self._config_bodies: dict[str, bytes] = {}
         self.changes = StateChanges(checkpoint=self.checkpoint)
         self.identity = IdentityChanger(self)
+        self._recorded_links: list[tuple[str, EventKey]] = []
         self.now = 0
         self.refresh_configs()
 
@@ -252,6 +256,13 @@ class Processor:
         self.caches.profiles[key] = profile
         self.changes.profiles[key] = profile
 
+    def timeline_rows(self, workspace: str, customer_id: str) -> list[TimelineRow]:
+        """A customer's whole timeline as this batch leaves it (store + pending)."""
+        replaced = self.changes.timeline_replaced.get((workspace, customer_id))
+        rows = list(replaced) if replaced is not None else self.store.timeline(workspace, customer_id)
+        rows.extend(row for w, c, row in self.changes.timeline if w == workspace and c == customer_id)
+        return rows
+
     def revive(self, workspace: str, customer_id: str) -> None:
         """A new customer whose id was retired once (a split gave its founder a
         component again): its old redirect must go."""
@@ -314,8 +325,15 @@ class Processor:
         identifiers = event_identifiers(event, runtime.rules)
         if not identifiers:
             return
+        self._recorded_links.clear()
         customer_id = self.resolve(workspace, runtime, identifiers, (ts, event.message_id), seq)
         profile = self.profile(workspace, customer_id)
+        for set_hash, link_key in self._recorded_links:
+            if len(profile.links) >= MAX_KNOWN_LINKS:
+                profile.links.clear()
+            known = profile.links.get(set_hash)
+            if known is None or link_key < tuple(known):
+                profile.links[set_hash] = link_key
         facts = facts_of(seq, event, ts)
         group_id = event.group_id if event.type == "group" else None
         changed = apply_event(profile, facts, group_id, runtime.attributes, runtime.feedback_event)
@@ -341,24 +359,29 @@ class Processor:
         self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int
     ) -> str:
         """The customer of an event, applying what its identifiers change."""
-        owners = {identifier: self.owner(workspace, identifier) for identifier in identifiers}
-        for identifier, record in owners.items():
+        owners: dict[str, IdentifierRecord | None] = {}
+        held: list[str] = []
+        for identifier in identifiers:
+            if identifier in held:
+                # Known to be the first identifier's customer's: no lookup needed.
+                owners[identifier] = IdentifierRecord(owners[identifiers[0]].customer_id, key)  # type: ignore[union-attr]
+                continue
+            record = self.owner(workspace, identifier)
+            owners[identifier] = record
             if record is not None and key < record.first_key:
                 self.set_owner(workspace, identifier, IdentifierRecord(record.customer_id, key))
+            if record is not None and not held and identifier == identifiers[0]:
+                held = self.profile(workspace, record.customer_id).identifiers
         link: LinkEvent | None = None
         if len(identifiers) > 1:
-            set_hash = link_hash(identifiers)
-            known = self.caches.links.get((workspace, set_hash))
-            if known is None:
-                stored = self.store.links(workspace, [set_hash]).get(set_hash)
-                known = stored.key if stored is not None else None
-                if known is not None:
-                    self.caches.links[(workspace, set_hash)] = known
-            if known is None or key < known:
-                link = LinkEvent(key, tuple(identifiers))
+            link = LinkEvent(key, tuple(identifiers))
         customers = {record.customer_id for record in owners.values() if record is not None}
         if len(customers) == 1 and all(owners.values()):
             (customer_id,) = customers
+            if link is not None:
+                known = self.profile(workspace, customer_id).links.get(link_hash(identifiers))
+                if known is not None and tuple(known) <= key:
+                    link = None  # seen before: nothing can change
             if link is None or not order_sensitive(self.summary(workspace, customer_id), runtime.rules):
                 if link is not None:
                     self.record_link(workspace, link)
@@ -390,9 +413,13 @@ class Processor:
         return plan.survivor
 
     def record_link(self, workspace: str, link: LinkEvent) -> None:
+        """Store a link (the store keeps the earliest key of a set); the event's
+        customer remembers it (``process``) so repeats cost no write."""
         set_hash = link_hash(link.identifiers)
-        self.caches.links[(workspace, set_hash)] = link.key
-        self.changes.links[(workspace, set_hash)] = link
+        pending = self.changes.links.get((workspace, set_hash))
+        if pending is None or link.key < pending.key:
+            self.changes.links[(workspace, set_hash)] = link
+        self._recorded_links.append((set_hash, link.key))
 
     # -- accounts -----------------------------------------------------------------
 
@@ -437,13 +464,26 @@ class Processor:
 
     # -- segments and timers ------------------------------------------------------
 
-    def view(self, workspace: str, runtime: WorkspaceRuntime, profile: Profile) -> dict[str, object]:
-        values = runtime.attributes.values(profile.attributes, self.now)
+    def view(
+        self, workspace: str, runtime: WorkspaceRuntime, profile: Profile, needs: Needs | None = None
+    ) -> dict[str, object]:
+        """The condition roots ``needs`` asks for (all without it), computing only
+        the attribute values the segments read."""
+        roots = needs.roots if needs is not None else None
+        names = needs.attributes if needs is not None else None
+        attributes = runtime.attributes
+        if roots is not None and "attributes" not in roots:
+            values: dict[str, object] = {}
+        elif names is None:
+            values = attributes.values(profile.attributes, self.now)
+        else:
+            values = {name: attributes.value(name, profile.attributes, self.now) for name in names}
         account_traits = {}
-        for account_id in profile.accounts:
-            account = self.account(workspace, account_id)
-            account_traits[account_id] = account.trait_values() if account is not None else None
-        return condition_view(profile, values, account_traits, self.now)
+        if roots is None or "account" in roots or "accounts" in roots:
+            for account_id in profile.accounts:
+                account = self.account(workspace, account_id)
+                account_traits[account_id] = account.trait_values() if account is not None else None
+        return condition_view(profile, values, account_traits, self.now, roots)
 
     def evaluate(
         self,
@@ -460,9 +500,8 @@ class Processor:
             for name in [name for name in profile.segments if name not in runtime.segments.names]:
                 self.leave(workspace, profile, name, trigger)
         if segments:
-            entered, exited = runtime.segments.evaluate(
-                segments, self.view(workspace, runtime, profile), profile.segments
-            )
+            view = self.view(workspace, runtime, profile, runtime.segments.needs(segments))
+            entered, exited = runtime.segments.evaluate(segments, view, profile.segments)
             for name in entered:
                 profile.segments[name] = self.now
                 self.announce(workspace, profile.customer_id, ENTERED_EVENT, name, trigger)
@@ -470,7 +509,8 @@ class Processor:
                 self.leave(workspace, profile, name, trigger)
             if entered or exited:
                 self.put_profile(workspace, profile)
-        self.schedule(workspace, runtime, profile)
+        if changed is None or profile.timer_ms == 0 or not runtime.time_paths.isdisjoint(changed):
+            self.schedule(workspace, runtime, profile)
 
     def leave(self, workspace: str, profile: Profile, name: str, trigger: str) -> None:
         profile.segments.pop(name, None)
@@ -494,13 +534,20 @@ class Processor:
         self.changes.emitted.append((workspace, event))
 
     def schedule(self, workspace: str, runtime: WorkspaceRuntime, profile: Profile) -> None:
+        """Set the customer's durable timer to when a segment could change with no
+        event: a windowed value leaving its window, or the hourly re-check of
+        conditions that read ``now`` (at a fixed minute per customer, so the timer
+        moves once an hour rather than on every event, and customers spread out)."""
         if not runtime.segments.time_dependent:
             return
         due = runtime.attributes.next_change_ms(profile.attributes, self.now)
         if runtime.reads_now:
-            recheck = self.now + SEGMENT_RECHECK_MS
+            offset = zlib.crc32(profile.customer_id.encode()) % SEGMENT_RECHECK_MS
+            recheck = self.now + SEGMENT_RECHECK_MS - (self.now - offset) % SEGMENT_RECHECK_MS
             due = recheck if due is None else min(due, recheck)
-        self.changes.timers[(workspace, profile.customer_id)] = due
+        if (due or 0) != profile.timer_ms:
+            profile.timer_ms = due or 0
+            self.changes.timers[(workspace, profile.customer_id)] = due
 
     def fire_timer(self, workspace: str, customer_id: str, due_ms: int) -> None:
         runtime = self.runtime(workspace)
@@ -510,6 +557,7 @@ class Processor:
             self.changes.timers[(workspace, customer_id)] = None
             return
         runtime.attributes.prune(profile.attributes, self.now)
+        profile.timer_ms = 0
         self.put_profile(workspace, profile)
         self.changes.timers[(workspace, customer_id)] = None
         self.evaluate(workspace, runtime, profile, set(runtime.time_paths), trigger=f"t{due_ms}")

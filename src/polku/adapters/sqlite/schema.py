@@ -104,8 +104,17 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 DATABASE_FILE: Final = "polku.db"
 
 
-def connect(path: Path, *, synchronous: Synchronous = "FULL", readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit ``BEGIN``s)."""
+def connect(
+    path: Path,
+    *,
+    synchronous: Synchronous = "FULL",
+    readonly: bool = False,
+    page_size: int = 16384,
+    autocheckpoint_pages: int = 250,
+    cache_kib: int = 65536,
+) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit ``BEGIN``s). The
+    defaults suit the event log's appends; the processor's state passes its own."""
     if readonly:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
     else:
@@ -116,13 +125,13 @@ def connect(path: Path, *, synchronous: Synchronous = "FULL", readonly: bool = F
         # about 700 bytes, and the append path wrote ~25% less per event than with
         # 4 KB pages (benchmarks/RESULTS.md). The checkpoint stays at every 4 MB of
         # WAL, as with SQLite's default of 1,000 4 KB pages.
-        connection.execute("PRAGMA page_size = 16384")
+        connection.execute(f"PRAGMA page_size = {int(page_size)}")
         connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA wal_autocheckpoint = 250")
+        connection.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint_pages)}")
     # FULL fsyncs the WAL on every commit: a 2xx then survives power loss, not just
     # kill -9. Group commit makes that one fsync per batch of requests.
     connection.execute(f"PRAGMA synchronous = {synchronous}")
-    connection.execute("PRAGMA cache_size = -65536")
+    connection.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
     connection.execute("PRAGMA temp_store = MEMORY")
     return connection
 
