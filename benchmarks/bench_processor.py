@@ -70,6 +70,7 @@ from harness import ADMIN_TOKEN, WRITE_KEY, machine, median, wait_for_quiet
 from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import STATE_FILE, SqliteStateStore
+from polku.cli.main import tune_gc
 from polku.core.events import Event, format_millis
 from polku.core.workspace import parse_config
 from polku.engine.processor import Processor
@@ -435,6 +436,7 @@ def main() -> None:
         progress(f"measured phase: {total:,} events appended in {seconds:.1f} s")
 
         gc.collect()
+        tune_gc()  # as `polku process` does
         result["rss_before_mb"] = round(rss_mb()[1], 1)
         store = SqliteStateStore(data_dir, synchronous="NORMAL")
         reader = SqliteLogReader(data_dir)

@@ -77,6 +77,7 @@ class StateChanges(msgspec.Struct, kw_only=True):
     identifiers: dict[tuple[str, str], IdentifierRecord] = {}
     links: dict[tuple[str, str], LinkEvent] = {}
     profiles: dict[tuple[str, str], Profile | None] = {}
+    """``None`` deletes."""
     accounts: dict[tuple[str, str], Account] = {}
     members_added: set[tuple[str, str, str]] = set()
     """(workspace, account, customer)"""
@@ -84,7 +85,8 @@ class StateChanges(msgspec.Struct, kw_only=True):
     redirects: dict[tuple[str, str], str] = {}
     unredirected: set[tuple[str, str]] = set()
     """Ids that name a live customer again: their redirects go."""
-    timeline: list[tuple[str, str, TimelineRow]] = []
+    timeline: dict[tuple[str, str], list[TimelineRow]] = {}
+    """New rows per (workspace, customer)."""
     timeline_replaced: dict[tuple[str, str], list[TimelineRow]] = {}
     """Customers whose whole timeline is written anew (merged or split)."""
     refusals_cleared: list[tuple[str, list[str]]] = []

@@ -155,8 +155,9 @@ class MemoryStateStore:
         self.redirects.update(changes.redirects)
         for key, rows in changes.timeline_replaced.items():
             self.timelines[key] = {(row.ts_ms, row.seq): row for row in rows}
-        for workspace, customer_id, row in changes.timeline:
-            self.timelines.setdefault((workspace, customer_id), {})[(row.ts_ms, row.seq)] = row
+        for key, rows in changes.timeline.items():
+            for row in rows:
+                self.timelines.setdefault(key, {})[(row.ts_ms, row.seq)] = row
         self.accounts.update(accounts)
         self.members -= changes.members_removed
         self.members |= changes.members_added

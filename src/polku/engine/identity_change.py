@@ -272,9 +272,8 @@ class IdentityChanger:
         history_of = {customer_id: processor.timeline_rows(workspace, customer_id) for customer_id in old_profiles}
         # Their pending rows are in ``history_of`` now; left in the batch's inserts
         # they would be written to the old customers after the replacement.
-        changes.timeline = [
-            entry for entry in changes.timeline if not (entry[0] == workspace and entry[1] in history_of)
-        ]
+        for customer_id in history_of:
+            changes.timeline.pop((workspace, customer_id), None)
         for customer_id in old_profiles:
             for row in history_of[customer_id]:
                 if row.anchor.startswith("customer:"):
@@ -288,7 +287,7 @@ class IdentityChanger:
                 if target in rows:
                     rows[target].append(row)
                 else:
-                    changes.timeline.append((workspace, target, row))
+                    changes.timeline.setdefault((workspace, target), []).append(row)
         seqs = sorted({row.seq for found in rows.values() for row in found if not row.internal})
         bodies = processor.reader.bodies(seqs)
         # Profiles folded again; accounts follow.

@@ -20,7 +20,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -70,13 +70,17 @@ class Caches:
 
     def trim(self) -> None:
         """Evict the oldest entries (insertion order) once over capacity: cheap, and
-        the hot customers come straight back."""
-        for cache, share in ((self.owners, 3), (self.profiles, 1), (self.accounts, 1)):
-            limit = self.capacity * share
-            if len(cache) > limit:
-                drop = len(cache) - limit + limit // 10
-                for key in list(cache)[:drop]:
-                    del cache[key]
+        the hot customers come straight back. Only between batches: what a batch
+        changed is in its ``StateChanges`` until the commit."""
+        _evict(self.owners, self.capacity * 3)
+        _evict(self.profiles, self.capacity)
+        _evict(self.accounts, self.capacity)
+
+
+def _evict(cache: dict[Any, Any], limit: int) -> None:
+    if len(cache) > limit:
+        for key in list(cache)[: len(cache) - limit + limit // 10]:
+            del cache[key]
 
 
 class Processor:
@@ -258,9 +262,10 @@ class Processor:
 
     def timeline_rows(self, workspace: str, customer_id: str) -> list[TimelineRow]:
         """A customer's whole timeline as this batch leaves it (store + pending)."""
-        replaced = self.changes.timeline_replaced.get((workspace, customer_id))
+        key = (workspace, customer_id)
+        replaced = self.changes.timeline_replaced.get(key)
         rows = list(replaced) if replaced is not None else self.store.timeline(workspace, customer_id)
-        rows.extend(row for w, c, row in self.changes.timeline if w == workspace and c == customer_id)
+        rows.extend(self.changes.timeline.get(key, ()))
         return rows
 
     def revive(self, workspace: str, customer_id: str) -> None:
@@ -339,8 +344,8 @@ class Processor:
         changed = apply_event(profile, facts, group_id, runtime.attributes, runtime.feedback_event)
         self.put_profile(workspace, profile)
         name = event.event if event.type == "track" else event.name
-        self.changes.timeline.append(
-            (workspace, customer_id, TimelineRow(ts, seq, identifiers[0], event.type, name, event.channel))
+        self.changes.timeline.setdefault((workspace, customer_id), []).append(
+            TimelineRow(ts, seq, identifiers[0], event.type, name, event.channel)
         )
         if group_id is not None:
             self.apply_group(workspace, runtime, group_id, event, seq, ts, customer_id)
@@ -353,7 +358,7 @@ class Processor:
         except LookupError:
             return
         row = TimelineRow(ts, seq, "customer:" + live, event.type, event.event, event.channel, internal=True)
-        self.changes.timeline.append((workspace, live, row))
+        self.changes.timeline.setdefault((workspace, live), []).append(row)
 
     def resolve(
         self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int
@@ -449,10 +454,9 @@ class Processor:
         self.changes.members_removed.discard((workspace, account_id, customer_id))
         if traits_changed and runtime.segments.affected({"account", "accounts"}):
             members = set(self.store.account_members(workspace, account_id, limit=MAX_ACCOUNT_FANOUT))
-            members.update(c for w, a, c in self.changes.members_added if w == workspace and a == account_id)
-            members.difference_update(
-                c for w, a, c in self.changes.members_removed if w == workspace and a == account_id
-            )
+            changes = self.changes
+            members.difference_update(c for w, a, c in changes.members_removed if w == workspace and a == account_id)
+            members.update(c for w, a, c in changes.members_added if w == workspace and a == account_id)
             members.discard(customer_id)
             for member in sorted(members):
                 try:

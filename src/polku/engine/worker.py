@@ -127,10 +127,8 @@ def rebuild_state(
             store.reset()
             total = reader.last_seq()
             processor = Processor(store, reader, clock=clock, batch_size=2000, emit=False)
-            processed = 0
             while processor.step():
-                processed = processor.checkpoint
-                on_progress(processed, total)
+                on_progress(processor.checkpoint, total)
             return processor.checkpoint
         finally:
             reader.close()

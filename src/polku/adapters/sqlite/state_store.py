@@ -341,34 +341,38 @@ class StateReads:
 
 class SqliteStateStore(StateReads):
     """The writer side (the processor's): ``commit`` writes one batch's changes and
-    the checkpoint in one transaction."""
+    the checkpoint in one transaction. Reads go through a connection of their own,
+    so reading never sees a transaction half-way (the processor reads through its
+    own pending changes)."""
 
     def __init__(self, data_dir: Path, *, synchronous: Synchronous = "FULL") -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         # Every event updates rows at random keys (profile, identifiers, timeline):
         # 4 KB pages write a quarter of what the log's 16 KB pages would, and a
         # checkpoint every 40 MB of WAL instead of every few commits.
-        connection = connect(
-            data_dir / STATE_FILE,
-            synchronous=synchronous,
-            page_size=4096,
-            autocheckpoint_pages=10_000,
-            cache_kib=131_072,
-        )
-        migrate_state(connection)
-        super().__init__(connection)
-        row = connection.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        options: dict[str, Any] = {
+            "synchronous": synchronous,
+            "page_size": 4096,
+            "autocheckpoint_pages": 10_000,
+            "cache_kib": 131_072,
+        }
+        writer = connect(data_dir / STATE_FILE, **options)
+        migrate_state(writer)
+        self.writer = writer
+        super().__init__(connect(data_dir / STATE_FILE, **options))
+        row = writer.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         if row is not None and bytes(row[0]) != STATE_FORMAT:
             log.warning("state.db holds records of format %s, not %s: rebuilding it from the log", row[0], STATE_FORMAT)
             self.reset()
         if row is None or bytes(row[0]) != STATE_FORMAT:
-            connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (STATE_FORMAT,))
+            writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (STATE_FORMAT,))
 
     def close(self) -> None:
         self.connection.close()
+        self.writer.close()
 
     def commit(self, changes: StateChanges) -> None:
-        connection = self.connection
+        connection = self.writer
         connection.execute("BEGIN IMMEDIATE")
         try:
             self._write(connection, changes)
@@ -445,7 +449,11 @@ class SqliteStateStore(StateReads):
             connection.executemany(
                 "INSERT OR REPLACE INTO timeline (workspace, customer_id, ts_ms, seq, anchor, type, name, channel, "
                 "internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(workspace, customer_id, *astuple(row)) for workspace, customer_id, row in changes.timeline],
+                [
+                    (workspace, customer_id, *astuple(row))
+                    for (workspace, customer_id), rows in changes.timeline.items()
+                    for row in rows
+                ],
             )
         if changes.accounts:
             connection.executemany(
@@ -513,18 +521,18 @@ class SqliteStateStore(StateReads):
             )
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
+        self.writer.execute("BEGIN IMMEDIATE")
         try:
-            self.connection.executemany("DELETE FROM log_outbox WHERE id = ?", [(entry_id,) for entry_id in ids])
-            self.connection.execute("COMMIT")
+            self.writer.executemany("DELETE FROM log_outbox WHERE id = ?", [(entry_id,) for entry_id in ids])
+            self.writer.execute("COMMIT")
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            self.writer.execute("ROLLBACK")
             raise
 
     def reset(self) -> None:
         """Forget every derived record and the checkpoint (``polku identity rebuild``);
         the salt stays, so the rebuilt customers get the same ids."""
-        self.connection.execute("BEGIN IMMEDIATE")
+        self.writer.execute("BEGIN IMMEDIATE")
         try:
             for table in (
                 "identifiers",
@@ -541,11 +549,11 @@ class SqliteStateStore(StateReads):
                 "processing_failures",
                 "log_outbox",
             ):
-                self.connection.execute(f"DELETE FROM {table}")
-            self.connection.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")
-            self.connection.execute("COMMIT")
+                self.writer.execute(f"DELETE FROM {table}")
+            self.writer.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")
+            self.writer.execute("COMMIT")
         except BaseException:
-            self.connection.execute("ROLLBACK")
+            self.writer.execute("ROLLBACK")
             raise
 
 
