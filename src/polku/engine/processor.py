@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 import zlib
 from collections.abc import Callable
 from functools import partial
@@ -93,11 +94,13 @@ class Processor:
         batch_size: int = 1000,
         cache_size: int = 100_000,
         emit: bool = True,
+        batch_seconds: float = 0.05,
     ) -> None:
         self.store = store
         self.reader = reader
         self.clock = clock
         self.batch_size = batch_size
+        self.batch_seconds = batch_seconds
         self.emit = emit
         self.salt = store.salt()
         self.checkpoint = store.checkpoint()
@@ -139,16 +142,24 @@ class Processor:
     # -- the loop -------------------------------------------------------------
 
     def step(self) -> int:
-        """Process one batch of events and due timers; returns how many."""
+        """Process one batch of events and due timers; returns how many. A batch
+        ends early once it has run ``batch_seconds`` (the rest is read again next
+        step): after a backlog, a large batch would hold every event in it until
+        its commit, which is what the profile's freshness is measured by."""
         self.now = self.clock()
         rows = self.reader.read(self.checkpoint, self.batch_size)
         timers = self.store.due_timers(self.now, self.batch_size)
         if not rows and not timers:
             return 0
+        deadline = time.perf_counter() + self.batch_seconds
         try:
-            for seq, workspace, body in rows:
+            for position, (seq, workspace, body) in enumerate(rows, start=1):
                 self.process(seq, workspace, _decode_event(body))
                 self.changes.checkpoint = seq
+                if position % 64 == 0 and time.perf_counter() > deadline:
+                    rows = rows[:position]
+                    timers = timers[:64]
+                    break
             for workspace, customer_id, due_ms in timers:
                 self.fire_timer(workspace, customer_id, due_ms)
             self.flush()

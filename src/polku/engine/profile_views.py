@@ -24,6 +24,8 @@ RECENT_EVENTS: Final = 20
 RECENT_PURCHASES: Final = 5
 CONTEXT_SCAN: Final = 500
 """Timeline entries the agent view reads at most (newest first)."""
+REASON_SCAN: Final = 50
+"""The most recent events the likely-reason rule looks at (within the look-back)."""
 
 
 class ProfileViews:
@@ -113,8 +115,9 @@ class ProfileViews:
         cursor = f"{rows[-1].ts_ms}:{rows[-1].seq}" if more and rows else None
         return {"customer_id": customer_id, "events": items, "next_cursor": cursor}
 
-    def _items(self, rows: list[TimelineRow]) -> list[dict[str, Any]]:
-        bodies = self.log.bodies([row.seq for row in rows])
+    def _items(self, rows: list[TimelineRow], bodies: dict[int, bytes] | None = None) -> list[dict[str, Any]]:
+        if bodies is None:
+            bodies = self.log.bodies([row.seq for row in rows])
         items = []
         for row in rows:
             body = bodies.get(row.seq)
@@ -146,13 +149,17 @@ class ProfileViews:
         they felt, and the likely reason they are contacting us now."""
         profile_view = self.profile_json(workspace, runtime, customer_id, now_ms)
         rows = [row for row in self.state.timeline(workspace, customer_id, limit=CONTEXT_SCAN) if not row.internal]
-        recent = self._items(rows[:RECENT_EVENTS])
         purchase_names = set(runtime.agent_view.purchase_events)
-        purchases = self._items([row for row in rows if row.name in purchase_names][:RECENT_PURCHASES])
+        purchase_rows = [row for row in rows if row.name in purchase_names][:RECENT_PURCHASES]
         lookback = runtime.lookback_ms
+        candidates = [row for row in rows[:REASON_SCAN] if now_ms - row.ts_ms <= lookback]
+        # One read of the log for every body the view shows.
+        wanted = {row.seq for row in (*rows[:RECENT_EVENTS], *purchase_rows, *candidates)}
+        bodies = self.log.bodies(sorted(wanted))
+        recent = self._items(rows[:RECENT_EVENTS], bodies)
+        purchases = self._items(purchase_rows, bodies)
         patterns = [pattern.lower() for pattern in runtime.agent_view.reason_patterns]
-        candidates = [row for row in rows if now_ms - row.ts_ms <= lookback]
-        reason = likely_reason(self._items(candidates[:100]), patterns, runtime.agent_view.lookback)
+        reason = likely_reason(self._items(candidates, bodies), patterns, runtime.agent_view.lookback)
         traits = profile_view["traits"]
         return {
             "customer_id": customer_id,

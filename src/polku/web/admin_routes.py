@@ -153,6 +153,9 @@ async def put_config(request: Request) -> Response:
     # A lost body must not wipe the webhook mappings: clearing them takes an explicit {}.
     config = parse_config(body, filename="request body", allow_empty=False)
     await services(request).catalog.set_config(credential.workspace, config)
+    profiles = getattr(request.app.state, "profiles", None)
+    if profiles is not None:
+        profiles.forget(credential.workspace)
     return json_response({"config": config})
 
 

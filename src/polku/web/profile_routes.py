@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +29,7 @@ from polku.web.responses import json_response
 from polku.web.services import services
 
 T = TypeVar("T")
+RUNTIME_TTL_S = 1.0
 _encode_config = msgspec.json.Encoder().encode
 
 
@@ -41,7 +43,7 @@ class ProfileService:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polku-profiles")
         self._local = threading.local()
         self._views: list[ProfileViews] = []
-        self._runtimes: dict[str, tuple[bytes, WorkspaceRuntime]] = {}
+        self._runtimes: dict[str, tuple[bytes, WorkspaceRuntime, float]] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -61,14 +63,21 @@ class ProfileService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: function(self._thread_views()))
 
+    def forget(self, workspace_id: str) -> None:
+        """The configuration changed (``PUT /v1/workspace/config``)."""
+        self._runtimes.pop(workspace_id, None)
+
     async def runtime(self, workspace_id: str) -> WorkspaceRuntime:
+        """The compiled configuration, read again at most every ``RUNTIME_TTL_S``
+        (a lookup should not pay for reading and comparing the configuration)."""
+        now = time.monotonic()
+        cached = self._runtimes.get(workspace_id)
+        if cached is not None and now - cached[2] < RUNTIME_TTL_S:
+            return cached[1]
         workspace = await self.catalog.workspace(workspace_id)
         body = _encode_config(workspace.config)
-        cached = self._runtimes.get(workspace_id)
-        if cached is not None and cached[0] == body:
-            return cached[1]
-        runtime = WorkspaceRuntime.compile(workspace.config)
-        self._runtimes[workspace_id] = (body, runtime)
+        runtime = cached[1] if cached is not None and cached[0] == body else WorkspaceRuntime.compile(workspace.config)
+        self._runtimes[workspace_id] = (body, runtime, now)
         return runtime
 
 

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -350,16 +351,22 @@ class SqliteStateStore(StateReads):
         # Every event updates rows at random keys (profile, identifiers, timeline):
         # 4 KB pages write a quarter of what the log's 16 KB pages would, and a
         # checkpoint every 40 MB of WAL instead of every few commits.
+        # 4 KB pages write a quarter of what the log's 16 KB pages would. The WAL
+        # is checkpointed by a thread of its own (``Checkpointer``), not by the
+        # commit that happens to cross the threshold: that commit (and every
+        # event in its batch) would otherwise wait for the copy and its fsync.
         options: dict[str, Any] = {
             "synchronous": synchronous,
             "page_size": 4096,
-            "autocheckpoint_pages": 10_000,
+            "autocheckpoint_pages": 0,
             "cache_kib": 131_072,
         }
         writer = connect(data_dir / STATE_FILE, **options)
         migrate_state(writer)
         self.writer = writer
         super().__init__(connect(data_dir / STATE_FILE, **options))
+        self.checkpointer = Checkpointer(data_dir / STATE_FILE)
+        self.checkpointer.start()
         row = writer.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
         if row is not None and bytes(row[0]) != STATE_FORMAT:
             log.warning("state.db holds records of format %s, not %s: rebuilding it from the log", row[0], STATE_FORMAT)
@@ -368,6 +375,7 @@ class SqliteStateStore(StateReads):
             writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (STATE_FORMAT,))
 
     def close(self) -> None:
+        self.checkpointer.stop()
         self.connection.close()
         self.writer.close()
 
@@ -555,6 +563,41 @@ class SqliteStateStore(StateReads):
         except BaseException:
             self.writer.execute("ROLLBACK")
             raise
+
+
+class Checkpointer(threading.Thread):
+    """Copies the WAL back into ``state.db`` in the background (``PASSIVE``: it never
+    blocks the processor's commits or the API's reads), every ``interval`` seconds.
+
+    A passive checkpoint cannot start the WAL over while readers hold snapshots, and
+    the API's readers rarely all rest at once, so the WAL could grow without bound
+    ("checkpoint starvation"): past ``truncate_bytes`` it runs a ``TRUNCATE``
+    checkpoint, which waits for the readers of the moment and empties the file."""
+
+    def __init__(self, path: Path, interval: float = 0.5, truncate_bytes: int = 256 << 20) -> None:
+        super().__init__(name="polku-state-checkpoint", daemon=True)
+        self.path = path
+        self.interval = interval
+        self.truncate_bytes = truncate_bytes
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA busy_timeout = 1000")
+        try:
+            while not self._stopped.wait(self.interval):
+                try:
+                    wal = self.path.with_name(self.path.name + "-wal")
+                    large = wal.exists() and wal.stat().st_size > self.truncate_bytes
+                    connection.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if large else 'PASSIVE'})").fetchall()
+                except sqlite3.Error:
+                    log.warning("state.db checkpoint failed; retrying", exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=5)
 
 
 def open_state_reader(data_dir: Path) -> StateReads:
