@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from polku.core.events import time_millis
 from polku.core.identity import LinkEvent, event_identifiers, resolve
 from polku.core.workspace import parse_config
@@ -161,3 +163,75 @@ def test_stale_refusals(tmp_path: Path) -> None:
     world.send(event("identify", ts=T0 + 1, message_id="q1", user_id="u2", traits={"email": "e@x.io"}))
     world.run()
     assert [r.message_id for _i, r in world.store.refusals("default")] == ["q2"]
+
+
+# -- found in the review of the performance changes --------------------------------
+
+
+def test_retired_customer_leaves_the_account_it_joined_in_the_same_batch(tmp_path: Path) -> None:
+    world = World(tmp_path, "{}", batch_size=10)
+    world.send(
+        event("track", user_id="u1", event="x", ts=T0),
+        event("group", anonymous_id="a1", group_id="g2", traits={"plan": "pro"}, ts=T0 + 1),
+        event("identify", user_id="u1", anonymous_id="a1", ts=T0 + 2),
+    )
+    world.run()
+    assert world.store.account_members("default", "g2") == [world.customer("user_id:u1")]
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_a_refusal_lifted_later_in_the_batch_is_gone(tmp_path: Path, batch_size: int) -> None:
+    world = World(tmp_path, "identity: {limits: {user_id: 1, anonymous_id: 2}}", batch_size=batch_size)
+    world.send(
+        event("identify", user_id="u1", anonymous_id="a1", ts=T0 + 10, message_id="mA"),
+        event("identify", user_id="u2", anonymous_id="a1", ts=T0 + 20, message_id="mB"),
+        event("identify", user_id="u2", anonymous_id="a1", ts=T0 + 5, message_id="mC"),
+    )
+    world.run()
+    assert sorted(r.message_id for _, r in world.store.refusals("default")) == ["mA"]
+
+
+def test_a_late_event_lowers_the_first_key_of_every_identifier_it_carries(tmp_path: Path) -> None:
+    world = World(tmp_path, "{}", batch_size=1)
+    world.send(event("identify", ts=T0 + 100, message_id="mA", user_id="u1", traits={"email": "e1@x.io"}))
+    world.run()
+    world.send(event("identify", ts=T0 + 50, message_id="mB", user_id="u1", traits={"email": "e1@x.io"}))
+    world.run()
+    for identifier in ("user_id:u1", "email:e1@x.io"):
+        assert world.store.identifier("default", identifier).first_key == (T0 + 50, "mB")
+
+
+def test_a_segment_over_an_undeclared_attribute_is_refused() -> None:
+    from polku.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"segments\.typo\.condition reads attributes\.order_count"):
+        parse_config(
+            "attributes: {orders: {kind: count}}\nsegments: {typo: {condition: 'attributes.order_count >= 1'}}"
+        )
+
+
+def test_the_timer_comes_back_after_a_failed_one(tmp_path: Path) -> None:
+    from polku.engine.processor import Processor
+
+    class FailsOnce(Processor):
+        """The first timer fails in its batch and again alone (so it is skipped)."""
+
+        failures = 2
+
+        def fire_timer(self, workspace: str, customer_id: str, due_ms: int) -> None:
+            if FailsOnce.failures:
+                FailsOnce.failures -= 1
+                raise ValueError("once")
+            super().fire_timer(workspace, customer_id, due_ms)
+
+    world = World(tmp_path, "segments: {active: {condition: 'now > 0 and exists(traits.plan)'}}")
+    world.processor = FailsOnce(world.store, world.log, clock=world.clock, batch_size=7)
+    world.send(event("identify", user_id="u1", traits={"plan": "a"}, ts=T0))
+    world.run()
+    world.clock.now = T0 + 2 * 3_600_000
+    world.run()  # the timer fails: recorded, and dropped
+    assert world.store.failures("default")
+    assert not world.store.due_timers(T0 + 100 * 3_600_000, 10)
+    world.send(event("identify", user_id="u1", traits={"plan": "b"}, ts=T0 + 2 * 3_600_000))
+    world.run()
+    assert world.store.due_timers(T0 + 100 * 3_600_000, 10)

@@ -72,6 +72,11 @@ class MemoryStateStore:
             customer_id = new
         return customer_id
 
+    def redirect_step(self, workspace: str, customer_id: str) -> str | None:
+        if (workspace, customer_id) in self.profiles:
+            return None
+        return self.redirects.get((workspace, customer_id))
+
     def link_hashes(self, workspace: str, identifiers: Sequence[str], *, limit: int = 1 << 62) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for identifier in identifiers:

@@ -76,8 +76,15 @@ class SegmentSet:
 
     @classmethod
     def compile(
-        cls, specs: Mapping[str, SegmentSpec], *, windowed_attributes: Collection[str] = (), where: str = "segments"
+        cls,
+        specs: Mapping[str, SegmentSpec],
+        *,
+        windowed_attributes: Collection[str] = (),
+        attribute_names: Collection[str] | None = None,
+        where: str = "segments",
     ) -> SegmentSet:
+        """Compile every condition; with ``attribute_names``, a condition that reads
+        an attribute not declared is an error (it could never be true)."""
         compiled = []
         for name, spec in specs.items():
             if not NAME_PATTERN.fullmatch(name):
@@ -86,6 +93,16 @@ class SegmentSet:
                     field=f"{where}.{name}",
                 )
             condition = compile_condition(spec.condition, roots=SEGMENT_ROOTS, where=f"{where}.{name}.condition")
+            if attribute_names is not None:
+                for reference in sorted(condition.references):
+                    parts = reference.split(".")
+                    if parts[0] == "attributes" and len(parts) > 1 and parts[1] not in attribute_names:
+                        declared = ", ".join(sorted(attribute_names)) or "none"
+                        raise ConfigError(
+                            f"{where}.{name}.condition reads attributes.{parts[1]}, which is not declared "
+                            f"under `attributes` (declared: {declared})",
+                            field=f"{where}.{name}.condition",
+                        )
             compiled.append(CompiledSegment(name, condition))
         return cls(compiled, windowed_attributes)
 

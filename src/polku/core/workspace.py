@@ -168,7 +168,7 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
                 ) from None
     validate_rules(config.identity)
     attributes = AttributeSet.compile(config.attributes)
-    SegmentSet.compile(config.segments, windowed_attributes=attributes.windowed)
+    SegmentSet.compile(config.segments, windowed_attributes=attributes.windowed, attribute_names=attributes.names)
     if not config.feedback_event or len(config.feedback_event) > 256:
         raise ConfigError("feedback_event must be an event name", field="feedback_event")
     parse_duration(config.agent_view.lookback, "agent_view.lookback")

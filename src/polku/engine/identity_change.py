@@ -138,6 +138,11 @@ class IdentityChanger:
         # order a refusal may belong to an earlier event than this one, and a late
         # event can lift one.
         processor.changes.refusals_cleared.append((workspace, sorted(closure)))
+        processor.changes.refusals = [  # and those this batch added before
+            (w, refused)
+            for w, refused in processor.changes.refusals
+            if w != workspace or (refused.target not in closure and refused.identifier not in closure)
+        ]
         for refused in resolution.refusals:
             processor.changes.refusals.append(
                 (
@@ -290,7 +295,13 @@ class IdentityChanger:
                     changes.timeline.setdefault((workspace, target), []).append(row)
         seqs = sorted({row.seq for found in rows.values() for row in found if not row.internal})
         bodies = processor.reader.bodies(seqs)
-        # Profiles folded again; accounts follow.
+        # Profiles folded again; accounts follow: every membership of the customers
+        # involved goes (this batch's too), then the rebuilt profiles' come back.
+        removed = {
+            (workspace, account_id, old) for old, profile in old_profiles.items() for account_id in profile.accounts
+        }
+        changes.members_added -= removed
+        changes.members_removed |= removed
         for customer_id in sorted(changed):
             base = old_profiles.get(customer_id)
             if base is None:
@@ -315,14 +326,11 @@ class IdentityChanger:
             changes.timeline_replaced[(workspace, customer_id)] = sorted(rows[customer_id])
             for account_id in fresh.accounts:
                 changes.members_added.add((workspace, account_id, customer_id))
-        for customer_id, profile in old_profiles.items():
-            for account_id in profile.accounts:
-                changes.members_removed.add((workspace, account_id, customer_id))
+                changes.members_removed.discard((workspace, account_id, customer_id))
         for old, new in retired.items():
             processor.drop_profile(workspace, old)
             changes.redirects[(workspace, old)] = new
             changes.timeline_replaced[(workspace, old)] = []
-        changes.members_removed -= changes.members_added
         if conflicted is not None and everyone is not None:
             for customer_id in everyone - changed:
                 profile = processor.profile(workspace, customer_id)

@@ -286,18 +286,18 @@ class Processor:
         self.changes.unredirected.add((workspace, customer_id))
 
     def redirect(self, workspace: str, customer_id: str) -> str:
-        """The live id of a customer id, following merges (this batch's too)."""
+        """The live id of a customer id, following merges one step at a time (this
+        batch's too: a customer revived in it is live again)."""
         for _ in range(64):
-            if (workspace, customer_id) in self.caches.profiles:
+            key = (workspace, customer_id)
+            if key in self.caches.profiles or key in self.changes.unredirected:
                 return customer_id
-            pending = self.changes.redirects.get((workspace, customer_id))
-            if pending is not None:
-                customer_id = pending
-                continue
-            live = self.store.redirect(workspace, customer_id)
-            if live == customer_id:
+            pending = self.changes.redirects.get(key)
+            if pending is None:
+                pending = self.store.redirect_step(workspace, customer_id)
+            if pending is None:
                 return customer_id
-            customer_id = live
+            customer_id = pending
         return customer_id
 
     def drop_profile(self, workspace: str, customer_id: str) -> None:
@@ -387,7 +387,11 @@ class Processor:
             if record is not None and key < record.first_key:
                 self.set_owner(workspace, identifier, IdentifierRecord(record.customer_id, key))
             if record is not None and not held and identifier == identifiers[0]:
-                held = self.profile(workspace, record.customer_id).identifiers
+                profile = self.profile(workspace, record.customer_id)
+                # Newer than every event of the customer, so no identifier's
+                # first-seen key can move: the others need no lookup.
+                if key[0] > profile.last_seen_ms and not profile.conflicted:
+                    held = profile.identifiers
         link: LinkEvent | None = None
         if len(identifiers) > 1:
             link = LinkEvent(key, tuple(identifiers))
@@ -492,7 +496,9 @@ class Processor:
         elif names is None:
             values = attributes.values(profile.attributes, self.now)
         else:
-            values = {name: attributes.value(name, profile.attributes, self.now) for name in names}
+            values = {
+                name: attributes.value(name, profile.attributes, self.now) for name in names if name in attributes.names
+            }
         account_traits = {}
         if roots is None or "account" in roots or "accounts" in roots:
             for account_id in profile.accounts:
@@ -524,7 +530,7 @@ class Processor:
                 self.leave(workspace, profile, name, trigger)
             if entered or exited:
                 self.put_profile(workspace, profile)
-        if changed is None or profile.timer_ms == 0 or not runtime.time_paths.isdisjoint(changed):
+        if changed is None or profile.timer_ms <= self.now or not runtime.time_paths.isdisjoint(changed):
             self.schedule(workspace, runtime, profile)
 
     def leave(self, workspace: str, profile: Profile, name: str, trigger: str) -> None:

@@ -34,7 +34,9 @@ class WorkspaceRuntime:
     @classmethod
     def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
         attributes = AttributeSet.compile(config.attributes)
-        segments = SegmentSet.compile(config.segments, windowed_attributes=attributes.windowed)
+        segments = SegmentSet.compile(
+            config.segments, windowed_attributes=attributes.windowed, attribute_names=attributes.names
+        )
         return cls(
             rules=config.identity,
             attributes=attributes,

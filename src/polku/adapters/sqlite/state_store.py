@@ -207,6 +207,18 @@ class StateReads:
             customer_id = row[0]
         return customer_id
 
+    def redirect_step(self, workspace: str, customer_id: str) -> str | None:
+        """The id a retired customer id was merged into; ``None`` for a live (or
+        unknown) one."""
+        if self.connection.execute(
+            "SELECT 1 FROM profiles WHERE workspace = ? AND customer_id = ?", (workspace, customer_id)
+        ).fetchone():
+            return None
+        row = self.connection.execute(
+            "SELECT new_id FROM redirects WHERE workspace = ? AND old_id = ?", (workspace, customer_id)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def link_hashes(self, workspace: str, identifiers: Sequence[str], *, limit: int = 1 << 62) -> dict[str, list[str]]:
         """The links each identifier took part in (at most ``limit`` per query)."""
         found: dict[str, list[str]] = {}
@@ -361,18 +373,16 @@ class SqliteStateStore(StateReads):
             "autocheckpoint_pages": 0,
             "cache_kib": 131_072,
         }
+        salt = _discard_other_format(data_dir / STATE_FILE)
         writer = connect(data_dir / STATE_FILE, **options)
         migrate_state(writer)
+        if salt is not None:  # the same customer ids after the rebuild
+            writer.execute("UPDATE meta SET value = ? WHERE key = 'salt'", (salt,))
         self.writer = writer
         super().__init__(connect(data_dir / STATE_FILE, **options))
         self.checkpointer = Checkpointer(data_dir / STATE_FILE)
         self.checkpointer.start()
-        row = writer.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        if row is not None and bytes(row[0]) != STATE_FORMAT:
-            log.warning("state.db holds records of format %s, not %s: rebuilding it from the log", row[0], STATE_FORMAT)
-            self.reset()
-        if row is None or bytes(row[0]) != STATE_FORMAT:
-            writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (STATE_FORMAT,))
+        writer.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('format', ?)", (STATE_FORMAT,))
 
     def close(self) -> None:
         self.checkpointer.stop()
@@ -563,6 +573,30 @@ class SqliteStateStore(StateReads):
         except BaseException:
             self.writer.execute("ROLLBACK")
             raise
+
+
+def _discard_other_format(path: Path) -> bytes | None:
+    """Delete a ``state.db`` whose records (or tables) have another format than this
+    release's: state is derived, so the processor replays the log into a new one.
+    Returns the old salt, so customer ids stay the same."""
+    if not path.exists():
+        return None
+    probe = sqlite3.connect(path)
+    try:
+        tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        found: dict[str, bytes] = {}
+        if "meta" in tables:
+            found = {key: bytes(value) for key, value in probe.execute("SELECT key, value FROM meta")}
+    finally:
+        probe.close()
+    if not tables or found.get("format") == STATE_FORMAT:
+        return None
+    log.warning(
+        "state.db has another format (%s, not %s): rebuilding it from the log", found.get("format"), STATE_FORMAT
+    )
+    for suffix in ("", "-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+    return found.get("salt")
 
 
 class Checkpointer(threading.Thread):
