@@ -16,7 +16,8 @@ from rich.progress import Progress
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.schema import DATABASE_FILE
 from polku.adapters.sqlite.state_store import open_state_reader
-from polku.cli.store import DATA_DIR_HELP, console, emit
+from polku.cli.manage import DataDir, Format, Workspace
+from polku.cli.store import console, emit
 from polku.core.errors import Conflict, NotFound
 from polku.engine.profile_views import ProfileViews, refusal_json
 from polku.engine.runtime import WorkspaceRuntime
@@ -27,10 +28,6 @@ T = TypeVar("T")
 identity_app = typer.Typer(help="Identity resolution: rebuild from the log, refusals, merges.", no_args_is_help=True)
 profiles_app = typer.Typer(help="Customer profiles, timelines and the agent view.", no_args_is_help=True)
 accounts_app = typer.Typer(help="B2B accounts and their people.", no_args_is_help=True)
-
-DataDir = Annotated[Path, typer.Option(envvar="POLKU_DATA_DIR", help=DATA_DIR_HELP)]
-Workspace = Annotated[str, typer.Option(help="Workspace.")]
-Format = Annotated[str, typer.Option("--format", help="table or json.")]
 
 
 def _require_store(data_dir: Path) -> None:

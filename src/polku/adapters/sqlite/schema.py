@@ -9,6 +9,7 @@ every extra index costs 4-14x there). Deduplication by (workspace, messageId) re
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
@@ -136,15 +137,22 @@ def connect(
     return connection
 
 
-def migrate(connection: sqlite3.Connection) -> None:
+def migrate(
+    connection: sqlite3.Connection,
+    migrations: tuple[str, ...] = MIGRATIONS,
+    then: Callable[[sqlite3.Connection], None] = lambda connection: None,
+) -> None:
+    """Apply the numbered ``migrations`` not applied yet (``user_version``), then
+    ``then``, in one transaction."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         (version,) = connection.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(migrations[version:], start=version + 1):
             for statement in script.split(";"):
                 if statement.strip():
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {number}")
+        then(connection)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")

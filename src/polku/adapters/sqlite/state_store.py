@@ -26,7 +26,7 @@ from typing import Any, Final
 import msgspec
 from msgspec.structs import astuple
 
-from polku.adapters.sqlite.schema import Synchronous, connect
+from polku.adapters.sqlite.schema import Synchronous, connect, migrate
 from polku.core.identity import LinkEvent
 from polku.core.profile import Profile
 from polku.state import (
@@ -126,21 +126,13 @@ def _chunks(values: Sequence[Any], size: int = MAX_IN_PARAMETERS) -> Iterable[Se
         yield values[start : start + size]
 
 
+def _ensure_salt(connection: sqlite3.Connection) -> None:
+    if connection.execute("SELECT 1 FROM meta WHERE key = 'salt'").fetchone() is None:
+        connection.execute("INSERT INTO meta (key, value) VALUES ('salt', ?)", (os.urandom(32),))
+
+
 def migrate_state(connection: sqlite3.Connection) -> None:
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = connection.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in script.split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {number}")
-        if connection.execute("SELECT 1 FROM meta WHERE key = 'salt'").fetchone() is None:
-            connection.execute("INSERT INTO meta (key, value) VALUES ('salt', ?)", (os.urandom(32),))
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
+    migrate(connection, MIGRATIONS, then=_ensure_salt)
 
 
 class StateReads:
