@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -26,7 +24,14 @@ from typing import Any, Final
 import msgspec
 from msgspec.structs import astuple
 
-from polku.adapters.sqlite.schema import Synchronous, connect, migrate
+from polku.adapters.sqlite.schema import Synchronous, connect
+from polku.adapters.sqlite.state_schema import (
+    STATE_FILE,
+    STATE_FORMAT,
+    Checkpointer,
+    discard_other_format,
+    migrate_state,
+)
 from polku.core.identity import LinkEvent
 from polku.core.profile import Profile
 from polku.state import (
@@ -39,74 +44,7 @@ from polku.state import (
 )
 
 log = logging.getLogger("polku.processor")
-STATE_FILE: Final = "state.db"
-STATE_FORMAT: Final = b"1"
-"""The shape of the stored records (profiles, accounts, links). State is derived from
-the log, so a store written in another shape is not migrated: it is emptied and
-rebuilt by replaying the log (``SqliteStateStore`` does it on open, and says so)."""
 MAX_IN_PARAMETERS: Final = 500
-
-MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-    CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
-    INSERT INTO checkpoint (id, seq) VALUES (1, 0);
-    CREATE TABLE identifiers (
-        workspace TEXT NOT NULL, identifier TEXT NOT NULL, customer_id TEXT NOT NULL,
-        first_ts INTEGER NOT NULL, first_mid TEXT NOT NULL,
-        PRIMARY KEY (workspace, identifier)
-    ) WITHOUT ROWID;
-    CREATE TABLE links (
-        workspace TEXT NOT NULL, set_hash TEXT NOT NULL, key_ts INTEGER NOT NULL, key_mid TEXT NOT NULL,
-        body BLOB NOT NULL,
-        PRIMARY KEY (workspace, set_hash)
-    ) WITHOUT ROWID;
-    CREATE TABLE link_members (
-        workspace TEXT NOT NULL, identifier TEXT NOT NULL, set_hash TEXT NOT NULL,
-        PRIMARY KEY (workspace, identifier, set_hash)
-    ) WITHOUT ROWID;
-    CREATE TABLE profiles (
-        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, customer_id TEXT NOT NULL, body BLOB NOT NULL,
-        UNIQUE (workspace, customer_id)
-    );
-    CREATE TABLE redirects (
-        workspace TEXT NOT NULL, old_id TEXT NOT NULL, new_id TEXT NOT NULL,
-        PRIMARY KEY (workspace, old_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE timeline (
-        workspace TEXT NOT NULL, customer_id TEXT NOT NULL, ts_ms INTEGER NOT NULL, seq INTEGER NOT NULL,
-        anchor TEXT NOT NULL, type TEXT NOT NULL, name TEXT, channel TEXT NOT NULL, internal INTEGER NOT NULL,
-        PRIMARY KEY (workspace, customer_id, ts_ms, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE accounts (
-        workspace TEXT NOT NULL, account_id TEXT NOT NULL, body BLOB NOT NULL,
-        PRIMARY KEY (workspace, account_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE account_members (
-        workspace TEXT NOT NULL, account_id TEXT NOT NULL, customer_id TEXT NOT NULL,
-        PRIMARY KEY (workspace, account_id, customer_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE identity_refusals (
-        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, ref TEXT NOT NULL,
-        target TEXT NOT NULL, identifier TEXT NOT NULL, body BLOB NOT NULL,
-        UNIQUE (workspace, ref)
-    );
-    CREATE INDEX identity_refusals_target ON identity_refusals (workspace, target);
-    CREATE INDEX identity_refusals_identifier ON identity_refusals (workspace, identifier);
-    CREATE TABLE identity_changes (
-        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL
-    );
-    CREATE TABLE timers (
-        workspace TEXT NOT NULL, customer_id TEXT NOT NULL, due_ms INTEGER NOT NULL,
-        PRIMARY KEY (workspace, customer_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX timers_due ON timers (due_ms);
-    CREATE TABLE log_outbox (id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, body BLOB NOT NULL);
-    CREATE TABLE processing_failures (
-        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, error TEXT NOT NULL
-    );
-    """,
-)
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_profile = msgspec.msgpack.Decoder(Profile).decode
@@ -124,15 +62,6 @@ def link_hash(identifiers: Sequence[str]) -> str:
 def _chunks(values: Sequence[Any], size: int = MAX_IN_PARAMETERS) -> Iterable[Sequence[Any]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _ensure_salt(connection: sqlite3.Connection) -> None:
-    if connection.execute("SELECT 1 FROM meta WHERE key = 'salt'").fetchone() is None:
-        connection.execute("INSERT INTO meta (key, value) VALUES ('salt', ?)", (os.urandom(32),))
-
-
-def migrate_state(connection: sqlite3.Connection) -> None:
-    migrate(connection, MIGRATIONS, then=_ensure_salt)
 
 
 class StateReads:
@@ -365,7 +294,7 @@ class SqliteStateStore(StateReads):
             "autocheckpoint_pages": 0,
             "cache_kib": 131_072,
         }
-        salt = _discard_other_format(data_dir / STATE_FILE)
+        salt = discard_other_format(data_dir / STATE_FILE)
         writer = connect(data_dir / STATE_FILE, **options)
         migrate_state(writer)
         if salt is not None:  # the same customer ids after the rebuild
@@ -565,65 +494,6 @@ class SqliteStateStore(StateReads):
         except BaseException:
             self.writer.execute("ROLLBACK")
             raise
-
-
-def _discard_other_format(path: Path) -> bytes | None:
-    """Delete a ``state.db`` whose records (or tables) have another format than this
-    release's: state is derived, so the processor replays the log into a new one.
-    Returns the old salt, so customer ids stay the same."""
-    if not path.exists():
-        return None
-    probe = sqlite3.connect(path)
-    try:
-        tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        found: dict[str, bytes] = {}
-        if "meta" in tables:
-            found = {key: bytes(value) for key, value in probe.execute("SELECT key, value FROM meta")}
-    finally:
-        probe.close()
-    if not tables or found.get("format") == STATE_FORMAT:
-        return None
-    log.warning(
-        "state.db has another format (%s, not %s): rebuilding it from the log", found.get("format"), STATE_FORMAT
-    )
-    for suffix in ("", "-wal", "-shm"):
-        path.with_name(path.name + suffix).unlink(missing_ok=True)
-    return found.get("salt")
-
-
-class Checkpointer(threading.Thread):
-    """Copies the WAL back into ``state.db`` in the background (``PASSIVE``: it never
-    blocks the processor's commits or the API's reads), every ``interval`` seconds.
-
-    A passive checkpoint cannot start the WAL over while readers hold snapshots, and
-    the API's readers rarely all rest at once, so the WAL could grow without bound
-    ("checkpoint starvation"): past ``truncate_bytes`` it runs a ``TRUNCATE``
-    checkpoint, which waits for the readers of the moment and empties the file."""
-
-    def __init__(self, path: Path, interval: float = 0.5, truncate_bytes: int = 256 << 20) -> None:
-        super().__init__(name="polku-state-checkpoint", daemon=True)
-        self.path = path
-        self.interval = interval
-        self.truncate_bytes = truncate_bytes
-        self._stopped = threading.Event()
-
-    def run(self) -> None:
-        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA busy_timeout = 1000")
-        try:
-            while not self._stopped.wait(self.interval):
-                try:
-                    wal = self.path.with_name(self.path.name + "-wal")
-                    large = wal.exists() and wal.stat().st_size > self.truncate_bytes
-                    connection.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if large else 'PASSIVE'})").fetchall()
-                except sqlite3.Error:
-                    log.warning("state.db checkpoint failed; retrying", exc_info=True)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(timeout=5)
 
 
 def open_state_reader(data_dir: Path) -> StateReads:
