@@ -161,3 +161,33 @@ def test_refused_link_is_visible_through_the_api(server: ServerProcess) -> None:
         refusals = admin.get("/v1/identity/refusals").json()["refusals"]
         assert refusals[0]["refused_identifier"] in ("email:home@example.com", "user_id:bob")
         assert "limit" in refusals[0]["reason"]
+
+
+def test_cli_after_the_server_stops_and_a_rebuild(server: ServerProcess) -> None:
+    send(
+        server,
+        {"type": "identify", "userId": "alice", "anonymousId": "a-1", "traits": {"email": "home@example.com"}},
+        {"type": "identify", "userId": "bob", "traits": {"email": "home@example.com"}},
+        {"type": "track", "anonymousId": "a-1", "event": "Checkout Failed", "context": {"channel": "app"}},
+    )
+    caught_up(server)
+    with server.admin() as admin:
+        alice = admin.get("/v1/profiles/lookup", params={"user_id": "alice"}).json()["customer_id"]
+    server.stop()
+    cli = [sys.executable, "-m", "polku"]
+    where = ["--data-dir", str(server.data_dir)]
+
+    def run(*arguments: str) -> str:
+        done = subprocess.run([*cli, *arguments, *where], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout + done.stderr
+
+    assert "identity rebuilt" in run("identity", "rebuild")
+    # The same customer ids after the replay, and the same refusal.
+    assert f'"customer_id": "{alice}"' in run("profiles", "show", "user_id:alice", "--format", "json")
+    assert "home@example.com" in run("identity", "refusals", "--format", "json")
+    assert '"name": "Checkout Failed"' in run("profiles", "timeline", "a-1", "--format", "json")
+    context = run("profiles", "context", alice)
+    assert '"likely_reason"' in context and "Checkout Failed" in context
+    missing = subprocess.run([*cli, "profiles", "show", "nobody", *where], capture_output=True, text=True)
+    assert missing.returncode == 2 and "not_found" in missing.stderr
