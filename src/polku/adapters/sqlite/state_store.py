@@ -76,18 +76,6 @@ class StateReads:
     def checkpoint(self) -> int:
         return int(self.connection.execute("SELECT seq FROM checkpoint WHERE id = 1").fetchone()[0])
 
-    def identifiers(self, workspace: str, identifiers: Sequence[str]) -> dict[str, IdentifierRecord]:
-        found: dict[str, IdentifierRecord] = {}
-        for chunk in _chunks(identifiers):
-            marks = ",".join("?" * len(chunk))
-            for identifier, customer_id, first_ts, first_mid in self.connection.execute(
-                f"SELECT identifier, customer_id, first_ts, first_mid FROM identifiers "
-                f"WHERE workspace = ? AND identifier IN ({marks})",
-                (workspace, *chunk),
-            ):
-                found[identifier] = IdentifierRecord(customer_id, (first_ts, first_mid))
-        return found
-
     def identifier(self, workspace: str, identifier: str) -> IdentifierRecord | None:
         row = self.connection.execute(
             "SELECT customer_id, first_ts, first_mid FROM identifiers WHERE workspace = ? AND identifier = ?",
