@@ -17,6 +17,7 @@ import msgspec
 
 from polku.core.events import Event, Rejection
 from polku.core.identity import LinkEvent
+from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
@@ -204,6 +205,10 @@ class StateStore(Protocol):
     ) -> list[TimelineRow]: ...
 
     def due_timers(self, now_ms: int, limit: int) -> list[tuple[str, str, int]]: ...
+
+    def journey_state(self, workspace: str, holder: str) -> JourneyState | None: ...
+
+    def journey_holders_due(self) -> list[tuple[str, str, int]]: ...
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]: ...
 

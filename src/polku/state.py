@@ -12,8 +12,10 @@ from typing import Any
 
 import msgspec
 
+from polku.core.channels import OutboundMessage
 from polku.core.events import Event
 from polku.core.identity import EventKey, LinkEvent
+from polku.core.journey_state import JourneyState, TransitionRecord
 from polku.core.profile import Profile
 
 
@@ -98,3 +100,10 @@ class StateChanges(msgspec.Struct, kw_only=True):
     """(workspace, seq, error) of events that failed alone and were skipped."""
     emitted: list[tuple[str, Event]] = []
     """Events for the log (segment changes, merges), appended after the commit."""
+    journey_states: dict[tuple[str, str], JourneyState | None] = {}
+    """(workspace, holder) → the holder's journey state (``None`` deletes)."""
+    transitions: list[tuple[str, TransitionRecord]] = []
+    journey_stats: dict[tuple[str, str, int, str], int] = {}
+    """(workspace, journey, version, metric) → how much to add."""
+    messages: list[OutboundMessage] = []
+    """Messages for the dispatcher (the transactional outbox)."""

@@ -11,7 +11,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from polku.core.channels import OutboundMessage
 from polku.core.identity import LinkEvent
+from polku.core.journey_state import JourneyState, TransitionRecord
 from polku.core.profile import Profile
 from polku.state import Account, IdentifierRecord, MergeRecord, RefusalRecord, StateChanges, TimelineRow
 
@@ -41,6 +43,10 @@ class MemoryStateStore:
         self.timers: dict[tuple[str, str], int] = {}
         self.outbox_entries: dict[int, tuple[str, bytes]] = {}
         self.failure_log: list[tuple[str, int, str]] = []
+        self.journey_states: dict[tuple[str, str], bytes] = {}
+        self.transitions: list[tuple[str, TransitionRecord]] = []
+        self.journey_stats: dict[tuple[str, str, int, str], int] = {}
+        self.messages: dict[str, OutboundMessage] = {}
         self._next_id = 1
 
     def _id(self) -> int:
@@ -132,6 +138,18 @@ class MemoryStateStore:
         due = sorted((d, w, c) for (w, c), d in self.timers.items() if d <= now_ms)
         return [(w, c, d) for d, w, c in due[:limit]]
 
+    def journey_state(self, workspace: str, holder: str) -> JourneyState | None:
+        body = self.journey_states.get((workspace, holder))
+        return None if body is None else msgspec.msgpack.decode(body, type=JourneyState)
+
+    def journey_holders_due(self) -> list[tuple[str, str, int]]:
+        found = []
+        for (workspace, holder), body in self.journey_states.items():
+            due = msgspec.msgpack.decode(body, type=JourneyState).next_due()
+            if due:
+                found.append((workspace, holder, due))
+        return found
+
     def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]:
         return [(entry_id, w, body) for entry_id, (w, body) in sorted(self.outbox_entries.items())][:limit]
 
@@ -142,6 +160,7 @@ class MemoryStateStore:
         profiles = {key: None if p is None else _encode(p) for key, p in changes.profiles.items()}
         accounts = {key: _encode(a) for key, a in changes.accounts.items()}
         emitted = [(workspace, _json(event)) for workspace, event in changes.emitted]
+        journey_states = {key: None if j is None else _encode(j) for key, j in changes.journey_states.items()}
         self.identifiers.update({key: _copy(r, IdentifierRecord) for key, r in changes.identifiers.items()})
         for (workspace, set_hash), link in changes.links.items():
             stored = self.link_bodies.get((workspace, set_hash))
@@ -186,6 +205,16 @@ class MemoryStateStore:
         self.failure_log.extend(changes.failures)
         for workspace, body in emitted:
             self.outbox_entries[self._id()] = (workspace, body)
+        for key, state in journey_states.items():
+            if state is None:
+                self.journey_states.pop(key, None)
+            else:
+                self.journey_states[key] = state
+        self.transitions.extend(changes.transitions)
+        for stat, delta in changes.journey_stats.items():
+            self.journey_stats[stat] = self.journey_stats.get(stat, 0) + delta
+        for message in changes.messages:
+            self.messages.setdefault(message.key, message)
         self._checkpoint = changes.checkpoint
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
@@ -193,9 +222,11 @@ class MemoryStateStore:
             self.outbox_entries.pop(entry_id, None)
 
     def reset(self) -> None:
-        salt = self._salt
+        """Like the SQLite store: the journey records survive (they are not derived
+        from the log alone)."""
+        kept = (self._salt, self.journey_states, self.transitions, self.journey_stats, self.messages)
         self.__init__()  # type: ignore[misc]
-        self._salt = salt
+        self._salt, self.journey_states, self.transitions, self.journey_stats, self.messages = kept
 
     def close(self) -> None:
         return None

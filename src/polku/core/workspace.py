@@ -16,9 +16,11 @@ from typing import Any, Final, Literal
 import msgspec
 
 from polku.core.attributes import AttributeSet, AttributeSpec, parse_duration
+from polku.core.channels import AgentNotes, ChannelConfig, validate_channels
 from polku.core.errors import ConfigError
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, SYSTEM_CHANNEL
 from polku.core.identity import IdentityRules, validate_rules
+from polku.core.policy import Policy, PolicyConfig
 from polku.core.segments import SegmentSet, SegmentSpec
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
@@ -118,6 +120,11 @@ class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     segments: dict[str, SegmentSpec] = {}
     feedback_event: str = "Feedback Submitted"
     agent_view: AgentViewRules = msgspec.field(default_factory=AgentViewRules)
+    channels: dict[str, ChannelConfig] = {}
+    """Outbound channels journeys name (docs/channels.md)."""
+    agent_notes: AgentNotes = msgspec.field(default_factory=AgentNotes)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
+    """The contact policy (docs/contact-policy.md)."""
 
 
 class Workspace(msgspec.Struct, frozen=True, kw_only=True):
@@ -172,6 +179,8 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
     if not config.feedback_event or len(config.feedback_event) > 256:
         raise ConfigError("feedback_event must be an event name", field="feedback_event")
     parse_duration(config.agent_view.lookback, "agent_view.lookback")
+    validate_channels(config.channels, config.agent_notes)
+    Policy(config.policy)
     return config
 
 
@@ -228,7 +237,12 @@ def parse_config(text: str | bytes, *, filename: str = "<config>", allow_empty: 
         data = {}
     # Convert each named entry on its own so an error names it: msgspec's own
     # path would say `$.webhooks[...]` for a dictionary value.
-    for section, kind in (("webhooks", WebhookMapping), ("attributes", AttributeSpec), ("segments", SegmentSpec)):
+    for section, kind in (
+        ("webhooks", WebhookMapping),
+        ("attributes", AttributeSpec),
+        ("segments", SegmentSpec),
+        ("channels", ChannelConfig),
+    ):
         if not (isinstance(data, dict) and isinstance(data.get(section), dict)):
             continue
         for name, entry in data[section].items():

@@ -53,7 +53,13 @@ class WorkspaceRuntime:
 
 
 def internal_event(
-    name: str, customer_id: str, ts_ms: int, identity: str, properties: dict[str, Any], received_ms: int
+    name: str,
+    customer_id: str,
+    ts_ms: int,
+    identity: str,
+    properties: dict[str, Any],
+    received_ms: int,
+    channel: str = INTERNAL_CHANNEL,
 ) -> Event:
     """An event polku itself writes into the log. ``identity`` makes its messageId
     deterministic, so writing it again after a crash is deduplicated."""
@@ -61,7 +67,7 @@ def internal_event(
     return Event(
         message_id=message_id,
         type="track",
-        channel=INTERNAL_CHANNEL,
+        channel=channel,
         source=INTERNAL_SOURCE,
         timestamp=format_millis(ts_ms),
         received_at=format_millis(received_ms),

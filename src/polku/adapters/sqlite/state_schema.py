@@ -17,7 +17,12 @@ STATE_FILE: Final = "state.db"
 STATE_FORMAT: Final = b"1"
 """The shape of the stored records (profiles, accounts, links). State is derived from
 the log, so a store written in another shape is not migrated: it is emptied and
-rebuilt by replaying the log (``SqliteStateStore`` does it on open, and says so)."""
+rebuilt by replaying the log (``SqliteStateStore`` does it on open, and says so).
+
+The journey tables (migration 2) are the exception: an instance's progress depends
+on when it was processed, not only on the log, so it cannot be replayed. A change
+of format must migrate them (``journey_states``, ``journey_stats``,
+``journey_transitions``, ``messages``) rather than discard them."""
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -78,6 +83,29 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE processing_failures (
         id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, seq INTEGER NOT NULL, error TEXT NOT NULL
     );
+    """,
+    """
+    CREATE TABLE journey_states (
+        workspace TEXT NOT NULL, holder TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (workspace, holder)
+    ) WITHOUT ROWID;
+    CREATE TABLE journey_transitions (
+        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, holder TEXT NOT NULL, customer_id TEXT NOT NULL,
+        journey TEXT NOT NULL, version INTEGER NOT NULL, instance TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+        seq INTEGER NOT NULL, kind TEXT NOT NULL, step TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX journey_transitions_customer ON journey_transitions (workspace, customer_id, id);
+    CREATE INDEX journey_transitions_journey ON journey_transitions (workspace, journey, id);
+    CREATE TABLE journey_stats (
+        workspace TEXT NOT NULL, journey TEXT NOT NULL, version INTEGER NOT NULL, metric TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (workspace, journey, version, metric)
+    ) WITHOUT ROWID;
+    CREATE TABLE messages (
+        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, customer_id TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
+        channel TEXT NOT NULL, journey TEXT NOT NULL, created_ms INTEGER NOT NULL, body BLOB NOT NULL
+    );
+    CREATE INDEX messages_customer ON messages (workspace, customer_id, id);
     """,
 )
 

@@ -33,6 +33,7 @@ from polku.adapters.sqlite.state_schema import (
     migrate_state,
 )
 from polku.core.identity import LinkEvent
+from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
 from polku.state import (
     Account,
@@ -311,6 +312,8 @@ class SqliteStateStore(StateReads):
 
     @staticmethod
     def _write(connection: sqlite3.Connection, changes: StateChanges) -> None:
+        if changes.journey_states or changes.transitions or changes.journey_stats or changes.messages:
+            _write_journeys(connection, changes)
         if changes.identifiers:
             connection.executemany(
                 "INSERT OR REPLACE INTO identifiers (workspace, identifier, customer_id, first_ts, first_mid) "
@@ -456,6 +459,22 @@ class SqliteStateStore(StateReads):
             self.writer.execute("ROLLBACK")
             raise
 
+    def journey_state(self, workspace: str, holder: str) -> JourneyState | None:
+        row = self.connection.execute(
+            "SELECT body FROM journey_states WHERE workspace = ? AND holder = ?", (workspace, holder)
+        ).fetchone()
+        return _decode_journey_state(row[0]) if row else None
+
+    def journey_holders_due(self) -> list[tuple[str, str, int]]:
+        """(workspace, holder, due) of every journey state with something due: a
+        rebuild, which empties the timers, sets them again from these."""
+        found = []
+        for workspace, holder, body in self.connection.execute("SELECT workspace, holder, body FROM journey_states"):
+            due = _decode_journey_state(body).next_due()
+            if due:
+                found.append((workspace, holder, due))
+        return found
+
     def reset(self) -> None:
         """Forget every derived record and the checkpoint (``polku identity rebuild``);
         the salt stays, so the rebuilt customers get the same ids."""
@@ -490,3 +509,69 @@ def open_state_reader(data_dir: Path) -> StateReads:
     if not path.exists():
         SqliteStateStore(data_dir).close()
     return StateReads(connect(path, readonly=True))
+
+
+_decode_journey_state = msgspec.msgpack.Decoder(JourneyState).decode
+_encode_msgpack = msgspec.msgpack.Encoder().encode
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _write_journeys(connection: sqlite3.Connection, changes: StateChanges) -> None:
+    """The journey engine's part of a batch: states, transitions, stats deltas and
+    the messages for the dispatcher (the outbox), in the batch's transaction."""
+    deleted = [key for key, state in changes.journey_states.items() if state is None]
+    if deleted:
+        connection.executemany("DELETE FROM journey_states WHERE workspace = ? AND holder = ?", deleted)
+    connection.executemany(
+        "INSERT INTO journey_states (workspace, holder, body) VALUES (?, ?, ?) "
+        "ON CONFLICT (workspace, holder) DO UPDATE SET body = excluded.body",
+        [
+            (workspace, holder, _encode_msgpack(state))
+            for (workspace, holder), state in changes.journey_states.items()
+            if state is not None
+        ],
+    )
+    connection.executemany(
+        "INSERT INTO journey_transitions (workspace, holder, customer_id, journey, version, instance, ts_ms, seq, "
+        "kind, step, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                workspace,
+                record.holder,
+                record.customer_id,
+                record.journey,
+                record.version,
+                record.instance,
+                record.ts_ms,
+                record.seq,
+                record.kind,
+                record.step,
+                record.detail,
+            )
+            for workspace, record in changes.transitions
+        ],
+    )
+    connection.executemany(
+        "INSERT INTO journey_stats (workspace, journey, version, metric, count) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (workspace, journey, version, metric) DO UPDATE SET count = count + excluded.count",
+        [(*key, delta) for key, delta in changes.journey_stats.items() if delta],
+    )
+    # A message decided again (a batch replayed after a crash between the outbox
+    # commit and the checkpoint cannot happen: they are one transaction; but a
+    # rebuild or an isolated retry may decide it again): the key keeps it once.
+    connection.executemany(
+        "INSERT OR IGNORE INTO messages (workspace, customer_id, key, channel, journey, created_ms, body) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                message.workspace,
+                message.customer_id,
+                message.key,
+                message.channel,
+                message.journey,
+                message.created_ms,
+                _encode_json(message),
+            )
+            for message in changes.messages
+        ],
+    )

@@ -1,0 +1,74 @@
+"""YAML with the line of every field, for errors that say where (pure).
+
+``load_with_lines`` returns the document and a map from each field's path, written
+as the errors write it (``steps[2].wait_for.within``), to its 1-based line. Aliases
+are refused, as in the workspace configuration (a "billion laughs" document).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from polku.core.errors import ConfigError
+
+MAX_DOCUMENT_BYTES = 1 << 20
+
+
+def load_with_lines(text: str | bytes, filename: str) -> tuple[Any, dict[str, int]]:
+    import yaml
+
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ConfigError(f"{filename}: larger than {MAX_DOCUMENT_BYTES} bytes", file=filename)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{filename}: not UTF-8 text ({error.reason} at byte {error.start})", file=filename
+            ) from None
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise ConfigError(f"{filename}:{line}: YAML aliases (*name) are not allowed", file=filename, line=line)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{filename}:{mark.line + 1}" if mark else filename
+        raise ConfigError(
+            f"{where}: not valid YAML: {getattr(error, 'problem', error)}",
+            file=filename,
+            line=mark.line + 1 if mark else None,
+        ) from None
+    lines: dict[str, int] = {}
+    if node is None:
+        return None, lines
+    _walk(node, "", lines)
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:  # pragma: no cover - compose accepted it
+        raise ConfigError(f"{filename}: not valid YAML: {error}", file=filename) from None
+    try:
+        msgspec.json.encode(data)
+    except (TypeError, UnicodeEncodeError):
+        raise ConfigError(
+            f"{filename}: holds a value JSON cannot carry (a date, binary, or an invalid string)", file=filename
+        ) from None
+    return data, lines
+
+
+def _walk(node: Any, path: str, lines: dict[str, int]) -> None:
+    import yaml
+
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = str(key.value)
+            child = f"{path}.{name}" if path else name
+            lines[child] = key.start_mark.line + 1
+            _walk(value, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, f"{path}[{index}]", lines)
