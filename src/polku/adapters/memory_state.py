@@ -142,6 +142,13 @@ class MemoryStateStore:
         body = self.journey_states.get((workspace, holder))
         return None if body is None else msgspec.msgpack.decode(body, type=JourneyState)
 
+    def journey_entries(self, workspace: str, journey_id: str) -> int:
+        return sum(
+            count
+            for (w, journey, _, metric), count in self.journey_stats.items()
+            if w == workspace and journey == journey_id and metric in ("entered", "entered:holdout")
+        )
+
     def journey_holders_due(self) -> list[tuple[str, str, int]]:
         found = []
         for (workspace, holder), body in self.journey_states.items():

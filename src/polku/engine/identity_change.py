@@ -328,6 +328,7 @@ class IdentityChanger:
                 changes.members_added.add((workspace, account_id, customer_id))
                 changes.members_removed.discard((workspace, account_id, customer_id))
         for old, new in retired.items():
+            processor.journeys.merge(workspace, old, new)
             processor.drop_profile(workspace, old)
             changes.redirects[(workspace, old)] = new
             changes.timeline_replaced[(workspace, old)] = []

@@ -27,7 +27,7 @@ import msgspec
 
 from polku.adapters.sqlite.log_reader import decode_config
 from polku.adapters.sqlite.state_store import link_hash
-from polku.core.events import Event, time_millis
+from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import (
     CustomerSummary,
     EventKey,
@@ -37,9 +37,12 @@ from polku.core.identity import (
     link_live,
     order_sensitive,
 )
+from polku.core.journey_engine import Occurrence
+from polku.core.journey_state import ACCOUNT_PREFIX
 from polku.core.profile import Profile, apply_event, condition_view, facts_of
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT, Needs
 from polku.engine.identity_change import IdentityChanger
+from polku.engine.journey_runner import JourneyRunner
 from polku.engine.runtime import SEGMENT_RECHECK_MS, WorkspaceRuntime, internal_customer, internal_event
 from polku.ports import LogReader, StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
@@ -109,8 +112,10 @@ class Processor:
         self._config_bodies: dict[str, bytes] = {}
         self.changes = StateChanges(checkpoint=self.checkpoint)
         self.identity = IdentityChanger(self)
+        self.journeys = JourneyRunner(self)
         self._recorded_links: list[tuple[str, EventKey]] = []
         self.now = 0
+        self.seq = 0
         self.refresh_configs()
 
     # -- configuration --------------------------------------------------------
@@ -128,6 +133,7 @@ class Processor:
                 if workspace not in self.runtimes:
                     raise
             self._config_bodies[workspace] = body
+        self.journeys.refresh()
 
     def runtime(self, workspace: str) -> WorkspaceRuntime:
         runtime = self.runtimes.get(workspace)
@@ -174,11 +180,13 @@ class Processor:
             self._reset()
             raise
         self.caches.trim()
+        self.journeys.trim(self.caches.capacity)
         return len(rows) + len(timers)
 
     def _reset(self) -> None:
         """Forget what the failed batch did: the caches may hold its changes."""
         self.caches.clear()
+        self.journeys.reset()
         self.checkpoint = self.store.checkpoint()
         self.changes = StateChanges(checkpoint=self.checkpoint)
 
@@ -221,6 +229,7 @@ class Processor:
     def flush(self) -> None:
         """Commit what the batch changed so far, with the checkpoint of the last
         event applied."""
+        self.journeys.settle_timers()
         changes = self.changes
         self.store.commit(changes)
         self.checkpoint = changes.checkpoint
@@ -303,7 +312,7 @@ class Processor:
     def drop_profile(self, workspace: str, customer_id: str) -> None:
         self.caches.profiles.pop((workspace, customer_id), None)
         self.changes.profiles[(workspace, customer_id)] = None
-        self.changes.timers[(workspace, customer_id)] = None
+        self.journeys.mark(workspace, customer_id)
 
     def account(self, workspace: str, account_id: str) -> Account | None:
         key = (workspace, account_id)
@@ -331,6 +340,7 @@ class Processor:
     # -- one event --------------------------------------------------------------
 
     def process(self, seq: int, workspace: str, event: Event) -> None:
+        self.seq = seq
         runtime = self.runtime(workspace)
         internal = internal_customer(event)
         ts = time_millis(event.timestamp)
@@ -361,6 +371,8 @@ class Processor:
         if group_id is not None:
             self.apply_group(workspace, runtime, group_id, event, seq, ts, customer_id)
         self.evaluate(workspace, runtime, profile, changed, trigger=str(seq))
+        occurrence = Occurrence(name, event.type, event.channel, event.properties or event.traits or {}, ts, seq)
+        self.journeys.after_event(workspace, runtime, profile, occurrence)
 
     def record_internal(self, workspace: str, seq: int, ts: int, event: Event, customer_id: str) -> None:
         live = self.redirect(workspace, customer_id)
@@ -370,6 +382,13 @@ class Processor:
             return
         row = TimelineRow(ts, seq, "customer:" + live, event.type, event.event, event.channel, internal=True)
         self.changes.timeline.setdefault((workspace, live), []).append(row)
+        if event.channel != SYSTEM_CHANNEL:
+            # A delivery result (``Message Sent`` on ``email`` …): journeys may wait
+            # for it. Segment and identity announcements were handled when they happened.
+            occurrence = Occurrence(
+                event.event, event.type, event.channel, event.properties or {}, ts, seq, internal=True
+            )
+            self.journeys.after_event(workspace, self.runtime(workspace), self.profile(workspace, live), occurrence)
 
     def resolve(
         self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int
@@ -526,6 +545,7 @@ class Processor:
             for name in entered:
                 profile.segments[name] = self.now
                 self.announce(workspace, profile.customer_id, ENTERED_EVENT, name, trigger)
+                self.journeys.segment_entries.append((workspace, profile.customer_id, name, self.seq))
             for name in exited:
                 self.leave(workspace, profile, name, trigger)
             if entered or exited:
@@ -568,17 +588,26 @@ class Processor:
             due = recheck if due is None else min(due, recheck)
         if (due or 0) != profile.timer_ms:
             profile.timer_ms = due or 0
-            self.changes.timers[(workspace, profile.customer_id)] = due
+            self.journeys.mark(workspace, profile.customer_id)
 
     def fire_timer(self, workspace: str, customer_id: str, due_ms: int) -> None:
+        """A holder's timer: its segment re-check if that is due, then its journeys'.
+        (``customer_id`` is ``account:<id>`` for an account's journeys.)"""
+        self.seq = 0
+        self.journeys.mark(workspace, customer_id)
+        if customer_id.startswith(ACCOUNT_PREFIX):
+            self.journeys.fire(workspace, customer_id, None)
+            return
         runtime = self.runtime(workspace)
         try:
             profile = self.profile(workspace, customer_id)
         except LookupError:
-            self.changes.timers[(workspace, customer_id)] = None
+            self.journeys.fire(workspace, customer_id, None)
             return
-        runtime.attributes.prune(profile.attributes, self.now)
-        profile.timer_ms = 0
-        self.put_profile(workspace, profile)
-        self.changes.timers[(workspace, customer_id)] = None
-        self.evaluate(workspace, runtime, profile, set(runtime.time_paths), trigger=f"t{due_ms}")
+        if profile.timer_ms and profile.timer_ms <= self.now:
+            runtime.attributes.prune(profile.attributes, self.now)
+            profile.timer_ms = 0
+            self.put_profile(workspace, profile)
+            self.evaluate(workspace, runtime, profile, set(runtime.time_paths), trigger=f"t{due_ms}")
+            self.journeys.drain(workspace, runtime)
+        self.journeys.fire(workspace, customer_id, profile)

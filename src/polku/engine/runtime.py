@@ -10,6 +10,7 @@ from typing import Any, Final
 from polku.core.attributes import AttributeSet, parse_duration
 from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import IdentityRules
+from polku.core.policy import Policy
 from polku.core.segments import SegmentSet
 from polku.core.workspace import AgentViewRules, WorkspaceConfig
 
@@ -30,6 +31,11 @@ class WorkspaceRuntime:
     time_paths: frozenset[str]
     """Paths that change by themselves as time passes (``now``, windowed attributes)."""
     reads_now: bool
+    policy: Policy
+    channel_types: dict[str, str]
+    """Configured channel name → connector type (``smtp``, ``webhook``)."""
+    notes_forward: str | None
+    notes_keep: int
 
     @classmethod
     def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
@@ -45,6 +51,10 @@ class WorkspaceRuntime:
             agent_view=config.agent_view,
             time_paths=frozenset({"now", *("attributes." + name for name in attributes.windowed)}),
             reads_now=any(segment.reads_now for segment in segments.segments),
+            policy=Policy(config.policy),
+            channel_types={name: channel.type for name, channel in config.channels.items()},
+            notes_forward=config.agent_notes.forward_to,
+            notes_keep=config.agent_notes.keep,
         )
 
     @property

@@ -129,6 +129,11 @@ def rebuild_state(
             processor = Processor(store, reader, clock=clock, batch_size=2000, emit=False)
             while processor.step():
                 on_progress(processor.checkpoint, total)
+            # The rebuild emptied the timers; journeys kept their state (it is not
+            # derived from the log alone), so their waits get their timers back.
+            for workspace, holder, _ in store.journey_holders_due():
+                processor.journeys.mark(workspace, holder)
+            processor.flush()
             return processor.checkpoint
         finally:
             reader.close()

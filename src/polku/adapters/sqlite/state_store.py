@@ -465,6 +465,14 @@ class SqliteStateStore(StateReads):
         ).fetchone()
         return _decode_journey_state(row[0]) if row else None
 
+    def journey_entries(self, workspace: str, journey_id: str) -> int:
+        row = self.connection.execute(
+            "SELECT coalesce(sum(count), 0) FROM journey_stats WHERE workspace = ? AND journey = ? "
+            "AND metric IN ('entered', 'entered:holdout')",
+            (workspace, journey_id),
+        ).fetchone()
+        return int(row[0])
+
     def journey_holders_due(self) -> list[tuple[str, str, int]]:
         """(workspace, holder, due) of every journey state with something due: a
         rebuild, which empties the timers, sets them again from these."""
