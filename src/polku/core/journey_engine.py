@@ -72,6 +72,9 @@ class Scope:
     """Event names a live instance of any version may react to."""
     exits_on_any_event: bool
     """An exit condition with no event is checked on every event."""
+    migrating: frozenset[str]
+    """Journeys whose head version moves older instances over (``migrate``): their
+    instances are touched by any event, so they move on their customer's next one."""
 
     @classmethod
     def build(cls, journeys: Iterable[tuple[Journey, str, bool]]) -> Scope:
@@ -106,6 +109,7 @@ class Scope:
             by_segment={name: tuple(sorted(found, key=lambda j: j.id)) for name, found in by_segment.items()},
             scheduled=tuple(sorted(scheduled, key=lambda j: j.id)),
             listened=frozenset(listened),
+            migrating=frozenset(journey_id for journey_id, head in heads.items() if head.migration),
             exits_on_any_event=any(
                 event is None for found in versions.values() for j in found.values() for event, _, _ in j.exits
             ),
@@ -124,10 +128,13 @@ class Scope:
             return True
         if name == FAILED_EVENT and occurrence.internal:
             return True
-        return (
-            state is not None
-            and bool(state.instances or state.history)
-            and (name in self.listened or self.exits_on_any_event)
+        if state is None or not (state.instances or state.history):
+            return False
+        if name in self.listened or self.exits_on_any_event:
+            return True
+        return any(
+            instance.journey in self.migrating and instance.version != self.heads[instance.journey].version
+            for instance in state.instances.values()
         )
 
 
@@ -217,7 +224,7 @@ def on_event(scope: Scope, state: JourneyState, occurrence: Occurrence, run: Run
         if instance is None:
             continue
         journey = _journey_of(scope, state, instance, run)
-        if journey is None:
+        if journey is None or state.instances.get(journey_id) is not instance:
             continue
         context = _context(run, instance, event)
         exited = _exit_reason(journey, occurrence, context)
@@ -246,8 +253,10 @@ def on_time(scope: Scope, state: JourneyState, run: Run) -> None:
         if instance is None or not instance.due_ms or instance.due_ms > run.now:
             continue
         journey = _journey_of(scope, state, instance, run)
-        if journey is None:
+        if journey is None or state.instances.get(journey_id) is not instance:
             continue
+        if not instance.due_ms or instance.due_ms > run.now:
+            continue  # migrated onto a step that waits anew
         step = journey.steps[instance.step]
         instance.due_ms = 0
         if step.kind == "wait":

@@ -38,6 +38,9 @@ POLICY_ROOTS: Final = frozenset(
     {"traits", "attributes", "segments", "accounts", "account", "last_seen", "feedback", "identifiers", "now"}
 )
 MAX_CAP_WINDOW_MS: Final = 366 * 86_400_000
+DEFAULT_CONSENT: Final = {"service": True, "transactional": True, "surveys": True, "marketing": False}
+"""Service messages need no opt-in; marketing does (GDPR / ePrivacy); surveys are
+allowed until the customer says no."""
 
 
 class Cap(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -68,11 +71,9 @@ class Suppression(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class Consent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     trait: str = "consent"
     """The trait holding ``{purpose: true|false}``."""
-    defaults: dict[str, bool] = msgspec.field(
-        default_factory=lambda: {"service": True, "transactional": True, "marketing": False, "surveys": True}
-    )
-    """Whether a customer who has said nothing consents to a purpose; a purpose not
-    listed needs an explicit yes."""
+    defaults: dict[str, bool] = {}
+    """Whether a customer who has said nothing consents to a purpose, over the
+    built-in ``DEFAULT_CONSENT``; a purpose in neither needs an explicit yes."""
 
 
 class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -127,7 +128,7 @@ class Policy:
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
         self.consent_trait = config.consent.trait
-        self.consent_defaults = dict(config.consent.defaults)
+        self.consent_defaults = {**DEFAULT_CONSENT, **config.consent.defaults}
         self.caps = tuple(
             _Cap(
                 name=cap.name or f"caps[{index}]",
