@@ -142,6 +142,43 @@ def test_a_timer_that_came_due_while_down_fires_on_recovery(world: Journeys) -> 
     world.run()
     world.advance(5 * DAY)  # the service was down for days: the timer fires once, late
     assert [message.to for message in world.messages()] == ["late@example.com"]
+    late_by = (5 * DAY - 2 * HOUR) // 1000
+    assert ("password-help", "timeout", "wait-for-call", f"late by {late_by} s") in world.transitions()
+
+
+def test_max_lateness_skips_the_actions_of_a_wait_that_ended_too_long_ago(world: Journeys) -> None:
+    world.deploy(PASSWORD_HELP.replace("id: password-help\n", "id: password-help\nmax_lateness: 1h\n"))
+    world.send(identify("late", email="late@example.com"), identify("timely", email="timely@example.com"))
+    world.send(track("late", "Password Reset Failed", channel="app"))
+    world.run()
+    world.advance(2 * HOUR + 30 * 60_000)  # 30 min late: within the hour
+    world.send(track("timely", "Password Reset Failed", channel="app", at=world.clock.now))
+    world.run()
+    assert [message.to for message in world.messages()] == ["late@example.com"]
+    world.advance(5 * DAY)
+    assert [message.to for message in world.messages()] == ["late@example.com"]
+    assert ("password-help", "action", "email", "skipped:late") in world.transitions(world.customer("user_id:timely"))
+
+
+def test_a_scheduled_journey_enters_its_segment_every_period(tmp_path: Path) -> None:
+    world = Journeys(tmp_path, CONFIG + "segments:\n  pro: {condition: \"traits.plan == 'pro'\"}\n")
+    world.deploy(
+        "id: digest\nentry: {schedule: {segment: pro, every: 1d, at: '06:00'}, reentry: always}\n"
+        "steps:\n  - id: send\n    action: {channel: in_app, body: digest}\n"
+    )
+    world.send(identify("pro-user", plan="pro"), identify("free-user", plan="free"))
+    world.run()
+    morning = T0 - T0 % DAY + DAY + 6 * HOUR
+    world.clock.now = morning - 1
+    world.run()
+    assert world.state("user_id:pro-user").inbox == []
+    world.clock.now = morning
+    world.run()
+    world.clock.now = morning + DAY
+    world.run()
+    digests = world.state("user_id:pro-user").inbox
+    assert [m.ts_ms % DAY for m in digests] == [6 * HOUR, 6 * HOUR]  # at 06:00 UTC, once a day
+    assert world.store.journey_state("default", world.customer("user_id:free-user")) is None
 
 
 # --- scenario 4 -----------------------------------------------------------------------------

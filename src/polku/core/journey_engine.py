@@ -31,6 +31,9 @@ from polku.core.segments import ENTERED_EVENT
 from polku.core.templates import TemplateError, render_payload
 
 MAX_INBOX: Final = 50
+LATE_NOTE_MS: Final = 60_000
+"""A timer firing later than this after its due time says so in its transition
+(the lateness policy: late timers fire on recovery; see ``max_lateness``)."""
 MAX_TRIGGER_BYTES: Final = 4096
 DEFAULT_ADDRESS: Final = {"smtp": "email", "webhook": "phone"}
 """The trait a channel type sends to when an action names no ``to``."""
@@ -170,6 +173,8 @@ class Run:
     trait_updates: dict[str, Any] = field(default_factory=dict)
     account_sends: list[Sent] = field(default_factory=list)
     entered: list[str] = field(default_factory=list)
+    late: bool = False
+    """The instance being run woke up later than its journey's ``max_lateness``."""
 
     def record(self, instance: Instance, kind: str, step: str, detail: str = "") -> None:
         self.transitions.append(
@@ -258,15 +263,21 @@ def on_time(scope: Scope, state: JourneyState, run: Run) -> None:
         if not instance.due_ms or instance.due_ms > run.now:
             continue  # migrated onto a step that waits anew
         step = journey.steps[instance.step]
+        lateness = run.now - instance.due_ms
+        run.late = bool(journey.max_lateness_ms) and lateness > journey.max_lateness_ms
+        late = f"late by {lateness // 1000} s" if lateness > LATE_NOTE_MS else ""
         instance.due_ms = 0
         if step.kind == "wait":
+            if late:
+                run.record(instance, "late", step.id, late)
             _move(scope, state, journey, instance, step.next, run, None)
         elif step.kind == "wait_for":
-            run.record(instance, "timeout", step.id)
+            run.record(instance, "timeout", step.id, late)
             _move(scope, state, journey, instance, step.on_timeout, run, None)
         else:
             # A held action: its quiet hours are over; try it again.
             _run_steps(scope, state, journey, instance, run, None)
+        run.late = False
     if state.schedule_due_ms and state.schedule_due_ms <= run.now:
         for journey in scope.scheduled:
             tick = _last_tick(journey, run.now)
@@ -501,6 +512,8 @@ def _act(
 
     if instance.holdout:
         return outcome("holdout")
+    if run.late:
+        return outcome("skipped:late")
     verdict = run.policy.check(
         channel=action.channel,
         purpose=action.purpose,

@@ -164,6 +164,10 @@ class JourneySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     exit: list[Exit] = []
     holdout: float = 0.0
     """The share of entering customers who receive no action (the control group)."""
+    max_lateness: str | None = None
+    """A wait that ends later than this after its due time (the service was down)
+    skips the actions it leads to (recorded as ``skipped:late``); without it, late
+    waits act as soon as they fire."""
     migrate: Migration | None = None
 
 
@@ -227,6 +231,7 @@ class Journey:
     goal_exits: bool
     exits: tuple[tuple[str | None, Condition | None, str], ...]
     holdout: float
+    max_lateness_ms: int = 0
     migration: Mapping[str, str] = field(default_factory=dict)
     migrate_from: frozenset[int] | None = None
 
@@ -359,6 +364,7 @@ def compile_journey(spec: JourneySpec, *, version: int, channels: Mapping[str, s
         goal_exits=goal.exit if goal else False,
         exits=exits,
         holdout=spec.holdout,
+        max_lateness_ms=parse_duration(spec.max_lateness, "max_lateness") if spec.max_lateness else 0,
         migration=migration,
         migrate_from=frozenset(spec.migrate.from_versions)
         if spec.migrate and spec.migrate.from_versions is not None

@@ -151,7 +151,7 @@ class JourneyRunner:
         customer_id = profile.customer_id
         if person_scope is not EMPTY_SCOPE:
             state = self.state(workspace, customer_id)
-            if person_scope.cares(occurrence, state):
+            if person_scope.cares(occurrence, state) or _unscheduled(person_scope, state, profile):
                 state = state if state is not None else JourneyState()
                 run = self._run(workspace, runtime, customer_id, profile, state, occurrence.seq)
                 on_event(person_scope, state, occurrence, run)
@@ -320,6 +320,14 @@ class JourneyRunner:
                     dues.append(profile.timer_ms)
             processor.changes.timers[(workspace, holder)] = min(dues) if dues else None
         self.dirty.clear()
+
+
+def _unscheduled(scope: Scope, state: JourneyState | None, profile: Profile) -> bool:
+    """A member of a scheduled journey's segment without its next tick (the journey
+    was deployed after they entered the segment): any event of theirs sets it."""
+    if not scope.scheduled or (state is not None and state.schedule_due_ms):
+        return False
+    return any(journey.entry_segment in profile.segments for journey in scope.scheduled)
 
 
 def _compile(body: str, journey_id: str, version: int, runtime: WorkspaceRuntime) -> Journey | None:
