@@ -1,6 +1,7 @@
 """Write the reference pages from the code, so they cannot drift from it:
-docs/cli.md (the Typer app), docs/api.md (the OpenAPI document) and
-docs/configuration.md (``Settings``).
+docs/cli.md (the Typer app), docs/api.md (the OpenAPI document),
+docs/configuration.md (``Settings``) and docs/journey.schema.json (the JSON Schema of
+a journey document).
 
 Run: .venv/bin/python scripts/reference_docs.py   (tests/test_docs.py checks they are current)
 """
@@ -117,7 +118,20 @@ def render_configuration() -> str:
     return CONFIG_HEADER + "\n".join(rows) + "\n"
 
 
-PAGES = {"cli.md": render_cli, "api.md": render_api, "configuration.md": render_configuration}
+def render_journey_schema() -> str:
+    import json
+
+    from polku.core.journey_spec import journey_schema
+
+    return json.dumps(journey_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+PAGES = {
+    "cli.md": render_cli,
+    "api.md": render_api,
+    "configuration.md": render_configuration,
+    "journey.schema.json": render_journey_schema,
+}
 
 if __name__ == "__main__":
     docs = Path(__file__).resolve().parent.parent / "docs"

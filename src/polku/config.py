@@ -33,6 +33,9 @@ class Settings:
     processor: bool = _setting(
         True, "Run the processor (identity, profiles, segments) as a child process of the server."
     )
+    dispatcher: bool = _setting(
+        True, "Run the dispatcher (delivers journey messages: SMTP, webhooks) as a child process of the server."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
 

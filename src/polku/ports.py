@@ -23,6 +23,7 @@ from polku.core.workspace import Credential, KeyKind, Source, Workspace, Workspa
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
 QuarantineStatus = Literal["open", "resubmitted", "discarded"]
+JourneyStatus = Literal["active", "paused", "archived"]
 
 
 class AppendBatch(msgspec.Struct, kw_only=True):
@@ -82,6 +83,22 @@ class QuarantineEntry(msgspec.Struct, kw_only=True):
     body: bytes
     status: QuarantineStatus = "open"
     resolved_ms: int | None = None
+
+
+class StoredJourney(msgspec.Struct, kw_only=True, frozen=True):
+    """One stored version of a journey definition, with its journey's head: the
+    ``current`` version, the ``status`` and every stored version."""
+
+    workspace: str
+    id: str
+    version: int
+    body: str
+    """The document as it was sent (YAML or JSON)."""
+    deployed_at: str
+    current: int
+    status: JourneyStatus
+    updated_at: str
+    versions: tuple[int, ...] = ()
 
 
 class EventLog(Protocol):
@@ -157,6 +174,26 @@ class Catalog(Protocol):
         """Raises ``NotFound``."""
         ...
 
+    async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
+        """Store ``body`` as the next version and make it current: ``(version,
+        True)``; a body identical to the current version's stores nothing and
+        returns ``(current, False)``. The status stays (a new journey is active)."""
+        ...
+
+    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
+        """The current version, or ``version``. Raises ``NotFound``."""
+        ...
+
+    async def journeys(self, workspace: str) -> list[StoredJourney]:
+        """The current version of every journey, by id."""
+        ...
+
+    async def set_journey_status(
+        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    ) -> StoredJourney:
+        """Raises ``NotFound``."""
+        ...
+
 
 class LogReader(Protocol):
     """The processor's side of the event log: read in order after a checkpoint,
@@ -169,6 +206,14 @@ class LogReader(Protocol):
     def last_seq(self) -> int: ...
 
     def configs(self) -> dict[str, bytes]: ...
+
+    def journeys(self) -> list[tuple[str, str, int, str, str]]:
+        """(workspace, id, version, status of the journey, body) of every stored version."""
+        ...
+
+    def journeys_token(self) -> tuple[object, ...]:
+        """A cheap value that changes whenever a journey is deployed or its status changes."""
+        ...
 
     def close(self) -> None: ...
 
@@ -209,6 +254,8 @@ class StateStore(Protocol):
     def journey_state(self, workspace: str, holder: str) -> JourneyState | None: ...
 
     def journey_holders_due(self) -> list[tuple[str, str, int]]: ...
+
+    def journey_entries(self, workspace: str, journey_id: str) -> int: ...
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]: ...
 

@@ -43,6 +43,8 @@ SEMANTIC_VALIDATION = {
     "/v1/quarantine/{entry_id}/resubmit",
     "/v1/workspace/config",
     "/v1/profiles/lookup",
+    "/v1/journeys/{journey_id}",
+    "/v1/journeys/validate",
 }
 
 # The document the app serves (a test below holds the two equal), loaded without an

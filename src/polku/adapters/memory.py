@@ -16,9 +16,11 @@ from polku.ports import (
     AppendResult,
     EventPage,
     EventQuery,
+    JourneyStatus,
     QuarantineEntry,
     QuarantineStatus,
     StoredEvent,
+    StoredJourney,
 )
 
 
@@ -124,6 +126,9 @@ class MemoryCatalog:
         self._workspaces: dict[str, Workspace] = {}
         self._sources: dict[tuple[str, str], Source] = {}
         self._credentials: dict[str, Credential] = {}
+        self._journeys: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        """(workspace, id) → (body, deployed_at) per version, from version 1."""
+        self._heads: dict[tuple[str, str], tuple[int, JourneyStatus, str]] = {}
 
     async def start(self) -> None:
         return None
@@ -193,6 +198,49 @@ class MemoryCatalog:
         self._credentials[revoked.key_hash] = revoked
         return revoked
 
+    async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
+        key = (workspace, journey_id)
+        versions = self._journeys.setdefault(key, [])
+        head = self._heads.get(key)
+        if head is not None and versions[head[0] - 1][0] == body:
+            return head[0], False
+        versions.append((body, deployed_at))
+        self._heads[key] = (len(versions), head[1] if head is not None else "active", deployed_at)
+        return len(versions), True
+
+    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
+        key = (workspace, journey_id)
+        head = self._heads.get(key)
+        versions = self._journeys.get(key, [])
+        number = head[0] if head is not None and version is None else (version or 0)
+        if head is None or not 1 <= number <= len(versions):
+            which = f"version {version} of journey" if version is not None else "journey"
+            raise NotFound(f"{which} {journey_id!r} does not exist in workspace {workspace!r}")
+        body, deployed_at = versions[number - 1]
+        return StoredJourney(
+            workspace=workspace,
+            id=journey_id,
+            version=number,
+            body=body,
+            deployed_at=deployed_at,
+            current=head[0],
+            status=head[1],
+            updated_at=head[2],
+            versions=tuple(range(1, len(versions) + 1)),
+        )
+
+    async def journeys(self, workspace: str) -> list[StoredJourney]:
+        return [await self.journey(w, journey_id) for w, journey_id in sorted(self._heads) if w == workspace]
+
+    async def set_journey_status(
+        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    ) -> StoredJourney:
+        head = self._heads.get((workspace, journey_id))
+        if head is None:
+            raise NotFound(f"journey {journey_id!r} does not exist in workspace {workspace!r}")
+        self._heads[(workspace, journey_id)] = (head[0], status, updated_at)
+        return await self.journey(workspace, journey_id)
+
 
 class MemoryLogReader:
     """``LogReader`` over a list: the processor's reference log in tests. ``add``
@@ -205,6 +253,9 @@ class MemoryLogReader:
             workspace: msgspec.json.encode(config)
             for workspace, config in (configs or {"default": WorkspaceConfig()}).items()
         }
+        self._journeys: dict[tuple[str, str, int], str] = {}
+        self._journey_status: dict[tuple[str, str], str] = {}
+        self._journey_changes = 0
 
     def add(self, workspace: str, event: Event) -> bool:
         if (workspace, event.message_id) in self._message_ids:
@@ -227,6 +278,25 @@ class MemoryLogReader:
 
     def configs(self) -> dict[str, bytes]:
         return dict(self._configs)
+
+    def put_journey(self, workspace: str, journey_id: str, version: int, status: str, body: str) -> None:
+        """Store a version of a journey (and set the journey's status)."""
+        self._journeys[(workspace, journey_id, version)] = body
+        self._journey_status[(workspace, journey_id)] = status
+        self._journey_changes += 1
+
+    def set_journey_status(self, workspace: str, journey_id: str, status: str) -> None:
+        self._journey_status[(workspace, journey_id)] = status
+        self._journey_changes += 1
+
+    def journeys(self) -> list[tuple[str, str, int, str, str]]:
+        return [
+            (workspace, journey_id, version, self._journey_status[(workspace, journey_id)], body)
+            for (workspace, journey_id, version), body in sorted(self._journeys.items())
+        ]
+
+    def journeys_token(self) -> tuple[object, ...]:
+        return (self._journey_changes,)
 
     def close(self) -> None:
         return None

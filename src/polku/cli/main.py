@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from polku import __version__
-from polku.cli import data, manage, profiles
+from polku.cli import data, dispatch, journeys, manage, profiles
 from polku.cli.store import DATA_DIR_HELP, console, fail
 from polku.config import Settings
 from polku.core.errors import PolkuError
@@ -30,9 +30,11 @@ app.add_typer(manage.keys_app, name="keys")
 app.add_typer(manage.sources_app, name="sources")
 app.add_typer(manage.workspace_app, name="workspace")
 app.command("process")(profiles.process)
+app.command("dispatch")(dispatch.dispatch)
 app.add_typer(profiles.identity_app, name="identity")
 app.add_typer(profiles.profiles_app, name="profiles")
 app.add_typer(profiles.accounts_app, name="accounts")
+app.add_typer(journeys.journeys_app, name="journeys")
 
 
 def _version(value: bool) -> None:
@@ -96,6 +98,12 @@ def serve(
         bool | None,
         typer.Option("--processor/--no-processor", help="Run the processor beside the server (env POLKU_PROCESSOR)."),
     ] = None,
+    dispatcher: Annotated[
+        bool | None,
+        typer.Option(
+            "--dispatcher/--no-dispatcher", help="Run the dispatcher beside the server (env POLKU_DISPATCHER)."
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP server on the embedded store."""
     import uvicorn
@@ -116,6 +124,7 @@ def serve(
                 "log_level": log_level,
                 "access_log": access_log,
                 "processor": processor,
+                "dispatcher": dispatcher,
             }
         )
     except PolkuError as error:

@@ -17,7 +17,6 @@ DESIGN.md is this with the new state being the argument itself.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -169,7 +168,7 @@ class Run:
     in_segments: Callable[[str], bool] = lambda segment: False
     transitions: list[TransitionRecord] = field(default_factory=list)
     messages: list[OutboundMessage] = field(default_factory=list)
-    stats: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    stats: dict[tuple[str, int, str], int] = field(default_factory=dict)
     trait_updates: dict[str, Any] = field(default_factory=dict)
     account_sends: list[Sent] = field(default_factory=list)
     entered: list[str] = field(default_factory=list)
@@ -193,7 +192,8 @@ class Run:
         )
 
     def count(self, journey: str, version: int, metric: str) -> None:
-        self.stats[(journey, version, metric)] += 1
+        key = (journey, version, metric)
+        self.stats[key] = self.stats.get(key, 0) + 1
 
 
 def _digest(text: str) -> str:

@@ -15,6 +15,7 @@ from polku.core.errors import InvalidInput, NotFound
 from polku.core.events import Event, format_millis
 from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
 from polku.core.profile import Profile, identifiers_by_type
+from polku.engine.journey_reports import agent_notes
 from polku.engine.runtime import WorkspaceRuntime
 from polku.state import Account, TimelineRow
 
@@ -179,6 +180,7 @@ class ProfileViews:
             "latest_feedback": profile_view["feedback"],
             "segments": list(profile_view["segments"]),
             "attributes": profile_view["attributes"],
+            "notes": agent_notes(self.state.connection, workspace, customer_id),
         }
 
     # -- accounts -----------------------------------------------------------------

@@ -21,7 +21,8 @@ from polku.config import Settings
 from polku.core.errors import PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
-from polku.web import admin_routes, ingest_routes, profile_routes
+from polku.web import admin_routes, delivery_routes, ingest_routes, journey_routes, profile_routes
+from polku.web.dispatcher_child import DispatcherChild
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
     profiles = profile_routes.ProfileService(settings.data_dir, catalog)
     processor = ProcessorChild(settings.data_dir) if settings.processor else None
+    dispatcher = DispatcherChild(settings.data_dir) if settings.dispatcher else None
     openapi = build_openapi()
 
     async def openapi_json(request: Request) -> Response:
@@ -77,6 +79,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
         on_keys(created)
         if processor is not None:
             await processor.start()
+        if dispatcher is not None:
+            await dispatcher.start()
         state.ready = True
         log.info(
             "polku ready", extra={"data_dir": str(settings.data_dir), "host": settings.host, "port": settings.port}
@@ -85,6 +89,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             yield
         finally:
             state.ready = False
+            if dispatcher is not None:
+                await dispatcher.stop()
             if processor is not None:
                 await processor.stop()
             profiles.close()
@@ -96,6 +102,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             *ingest_routes.routes,
             *admin_routes.routes,
             *profile_routes.routes,
+            *journey_routes.routes,
+            *delivery_routes.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),

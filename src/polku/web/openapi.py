@@ -12,6 +12,7 @@ import msgspec
 
 from polku import __version__
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, BatchEnvelope, Event, RawMessage
+from polku.core.journey_spec import JourneySpec
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
 from polku.core.workspace import NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
@@ -141,9 +142,121 @@ def _profile_paths() -> dict[str, Any]:
     }
 
 
+def _journey_paths() -> dict[str, Any]:
+    """Journeys: definitions, their lifecycle and stats, and per customer (docs/journeys.md)."""
+    journey = [
+        {
+            "name": "journey_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_\\-]{0,62}$"},
+        }
+    ]
+    customer = [{"name": "customer_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 256}}]
+    customer_filters = [
+        _query("journey", "Only this journey."),
+        _query("limit", "At most this many rows, newest first.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    ]
+    document = {
+        "required": True,
+        "description": "The journey as YAML (`application/yaml`, `text/yaml`) or JSON, at most 1 MB.",
+        **_json({"$ref": "#/components/schemas/JourneySpec"}),
+    }
+
+    def lifecycle(operation: str, summary: str) -> dict[str, Any]:
+        return {
+            "post": {
+                "operationId": operation,
+                "summary": summary,
+                "security": ADMIN,
+                "parameters": journey,
+                "responses": {"200": {"description": "The journey's status.", **_json({"type": "object"})}}
+                | _errors(401, 404, 409),
+            }
+        }
+
+    return {
+        "/v1/journeys": _read(
+            "list_journeys", "Every journey: current version, status, entered / active / goal counts.", [], (401,)
+        ),
+        "/v1/journeys/schema": _read("journey_schema", "The JSON Schema of a journey document.", [], (401,)),
+        "/v1/journeys/validate": {
+            "post": {
+                "operationId": "validate_journey",
+                "summary": "Check a journey document against the workspace without storing it.",
+                "security": ADMIN,
+                "requestBody": document,
+                "responses": {"200": {"description": "Valid.", **_json({"type": "object"})}} | _errors(400, 401, 413),
+            }
+        },
+        "/v1/journeys/{journey_id}": {
+            **_read(
+                "get_journey",
+                "The current version: its document, parsed spec, status and versions.",
+                journey,
+                (401, 404),
+            ),
+            "put": {
+                "operationId": "deploy_journey",
+                "summary": "Deploy a journey as its next version (`?dry_run=true` validates only).",
+                "description": "An invalid document is a 400 naming the file, line and field, and is never "
+                "stored. A document identical to the current version creates no new version (200).",
+                "security": ADMIN,
+                "parameters": [
+                    *journey,
+                    _query("dry_run", "`true`: validate only.", {"type": "string", "enum": ["true", "false"]}),
+                ],
+                "requestBody": document,
+                "responses": {
+                    "200": {"description": "Unchanged, or validated (dry run).", **_json({"type": "object"})},
+                    "201": {"description": "Deployed as a new version.", **_json({"type": "object"})},
+                    **_errors(400, 401, 404, 413),
+                },
+            },
+        },
+        "/v1/journeys/{journey_id}/versions/{version}": _read(
+            "get_journey_version",
+            "One stored version of a journey.",
+            [
+                *journey,
+                {
+                    "name": "version",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+                },
+            ],
+            (400, 401, 404),
+        ),
+        "/v1/journeys/{journey_id}/pause": lifecycle(
+            "pause_journey", "Stop new entries (running instances go on to their end)."
+        ),
+        "/v1/journeys/{journey_id}/resume": lifecycle("resume_journey", "Make a paused or archived journey active."),
+        "/v1/journeys/{journey_id}/archive": lifecycle("archive_journey", "End the journey and its instances."),
+        "/v1/journeys/{journey_id}/stats": _read(
+            "journey_stats",
+            "Entries, active instances, endings, steps, actions and goal uplift against the holdout, per version.",
+            journey,
+            (401, 404),
+        ),
+        "/v1/profiles/{customer_id}/journeys": _read(
+            "get_profile_journeys",
+            "The customer's live journey instances and transitions, newest first (why a message was or was not sent).",
+            [*customer, *customer_filters],
+            (400, 401, 404),
+        ),
+        "/v1/profiles/{customer_id}/messages": _read(
+            "get_profile_messages",
+            "The customer's in-app inbox and the messages decided for them, newest first.",
+            [*customer, *customer_filters],
+            (400, 401, 404),
+        ),
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest, WorkspaceConfig],
+        [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest, WorkspaceConfig, JourneySpec],
         ref_template="#/components/schemas/{name}",
     )
     # What the routes check beyond the structs' types, so that the document admits
@@ -372,6 +485,20 @@ def build_openapi() -> dict[str, Any]:
         }
     }
     paths.update(_profile_paths())
+    paths.update(_journey_paths())
+    paths["/v1/deliveries"] = _read(
+        "list_deliveries",
+        "The dispatcher's ledger: each message's delivery status (pending, sent, dead), attempts and last error,"
+        " newest first.",
+        [
+            _query("customer_id", "Only this customer's deliveries."),
+            _query(
+                "status", "Only deliveries in this status.", {"type": "string", "enum": ["pending", "sent", "dead"]}
+            ),
+            _query("limit", "At most this many rows.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        ],
+        (400, 401),
+    )
     for path, description in (
         ("/healthz", "The process is up."),
         ("/readyz", "The store is open and accepting writes."),

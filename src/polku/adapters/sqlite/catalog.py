@@ -16,6 +16,7 @@ import msgspec
 from polku.adapters.sqlite.schema import Synchronous, open_database
 from polku.core.errors import NotFound
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
+from polku.ports import JourneyStatus, StoredJourney
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
@@ -192,3 +193,106 @@ class SqliteCatalog:
             return msgspec.structs.replace(_credential(rows[0]), revoked_at=revoked_at)
 
         return await self._run(revoke, write=True)
+
+    # -- journeys (docs/journeys.md) ------------------------------------------------
+
+    async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
+        def deploy(connection: sqlite3.Connection) -> tuple[int, bool]:
+            head = connection.execute(
+                "SELECT h.version, j.body FROM journey_heads h JOIN journeys j "
+                "ON j.workspace = h.workspace AND j.id = h.id AND j.version = h.version "
+                "WHERE h.workspace = ? AND h.id = ?",
+                (workspace, journey_id),
+            ).fetchone()
+            if head is not None and head[1] == body:
+                return int(head[0]), False
+            (latest,) = connection.execute(
+                "SELECT coalesce(max(version), 0) FROM journeys WHERE workspace = ? AND id = ?",
+                (workspace, journey_id),
+            ).fetchone()
+            version = int(latest) + 1
+            connection.execute(
+                "INSERT INTO journeys (workspace, id, version, body, deployed_at) VALUES (?, ?, ?, ?, ?)",
+                (workspace, journey_id, version, body, deployed_at),
+            )
+            connection.execute(
+                "INSERT INTO journey_heads (workspace, id, version, status, updated_at) VALUES (?, ?, ?, 'active', ?) "
+                "ON CONFLICT (workspace, id) DO UPDATE SET version = excluded.version, "
+                "updated_at = excluded.updated_at, revision = revision + 1",
+                (workspace, journey_id, version, deployed_at),
+            )
+            return version, True
+
+        return await self._run(deploy, write=True)
+
+    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
+        def read(connection: sqlite3.Connection) -> StoredJourney | None:
+            return _stored_journey(connection, workspace, journey_id, version)
+
+        found = await self._run(read)
+        if found is None:
+            which = f"version {version} of journey" if version is not None else "journey"
+            raise NotFound(f"{which} {journey_id!r} does not exist in workspace {workspace!r}")
+        return found
+
+    async def journeys(self, workspace: str) -> list[StoredJourney]:
+        def read(connection: sqlite3.Connection) -> list[StoredJourney]:
+            ids = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT id FROM journey_heads WHERE workspace = ? ORDER BY id", (workspace,)
+                )
+            ]
+            found = [_stored_journey(connection, workspace, journey_id, None) for journey_id in ids]
+            return [journey for journey in found if journey is not None]
+
+        return await self._run(read)
+
+    async def set_journey_status(
+        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    ) -> StoredJourney:
+        def update(connection: sqlite3.Connection) -> StoredJourney | None:
+            connection.execute(
+                "UPDATE journey_heads SET status = ?, updated_at = ?, revision = revision + 1 "
+                "WHERE workspace = ? AND id = ?",
+                (status, updated_at, workspace, journey_id),
+            )
+            return _stored_journey(connection, workspace, journey_id, None)
+
+        found = await self._run(update, write=True)
+        if found is None:
+            raise NotFound(f"journey {journey_id!r} does not exist in workspace {workspace!r}")
+        return found
+
+
+def _stored_journey(
+    connection: sqlite3.Connection, workspace: str, journey_id: str, version: int | None
+) -> StoredJourney | None:
+    head = connection.execute(
+        "SELECT version, status, updated_at FROM journey_heads WHERE workspace = ? AND id = ?", (workspace, journey_id)
+    ).fetchone()
+    if head is None:
+        return None
+    row = connection.execute(
+        "SELECT version, body, deployed_at FROM journeys WHERE workspace = ? AND id = ? AND version = ?",
+        (workspace, journey_id, head[0] if version is None else version),
+    ).fetchone()
+    if row is None:
+        return None
+    versions = tuple(
+        int(found)
+        for (found,) in connection.execute(
+            "SELECT version FROM journeys WHERE workspace = ? AND id = ? ORDER BY version", (workspace, journey_id)
+        )
+    )
+    return StoredJourney(
+        workspace=workspace,
+        id=journey_id,
+        version=int(row[0]),
+        body=str(row[1]),
+        deployed_at=str(row[2]),
+        current=int(head[0]),
+        status=head[1],
+        updated_at=str(head[2]),
+        versions=versions,
+    )

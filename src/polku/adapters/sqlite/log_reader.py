@@ -50,6 +50,26 @@ class SqliteLogReader:
             workspace: bytes(body) for workspace, body in self.connection.execute("SELECT id, config FROM workspaces")
         }
 
+    def journeys(self) -> list[tuple[str, str, int, str, str]]:
+        """(workspace, id, version, status of the journey, body) of every stored version."""
+        try:
+            rows = self.connection.execute(
+                "SELECT j.workspace, j.id, j.version, h.status, j.body FROM journeys j JOIN journey_heads h "
+                "ON h.workspace = j.workspace AND h.id = j.id ORDER BY j.workspace, j.id, j.version"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a store the server has not migrated yet
+            return []
+        return [(str(w), str(i), int(v), str(status), str(body)) for w, i, v, status, body in rows]
+
+    def journeys_token(self) -> tuple[object, ...]:
+        """Changes whenever a journey is deployed or its status changes (polled)."""
+        try:
+            deployed = self.connection.execute("SELECT coalesce(max(rowid), 0) FROM journeys").fetchone()
+            heads = self.connection.execute("SELECT count(*), coalesce(sum(revision), 0) FROM journey_heads").fetchone()
+        except sqlite3.OperationalError:
+            return (0, 0, 0)
+        return (int(deployed[0]), int(heads[0]), int(heads[1]))
+
 
 def decode_config(body: bytes) -> WorkspaceConfig:
     return _decode_config(body)

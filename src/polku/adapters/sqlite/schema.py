@@ -100,6 +100,29 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     INSERT INTO dedupe_state (id, merged_seq) SELECT 1, coalesce(max(seq), 0) FROM events;
     """,
+    # 3: journey definitions (docs/journeys.md): every deployed version as sent, and
+    # per journey its current version and status. The rowid of `journeys` and the
+    # heads' `revision` (one more on every change) make the processor's cheap
+    # change token (two changes within one millisecond still differ).
+    """
+    CREATE TABLE journeys (
+        workspace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        deployed_at TEXT NOT NULL,
+        PRIMARY KEY (workspace, id, version)
+    );
+    CREATE TABLE journey_heads (
+        workspace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'archived')),
+        updated_at TEXT NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (workspace, id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 DATABASE_FILE: Final = "polku.db"

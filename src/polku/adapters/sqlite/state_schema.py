@@ -95,14 +95,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         seq INTEGER NOT NULL, kind TEXT NOT NULL, step TEXT NOT NULL, detail TEXT NOT NULL
     );
     CREATE INDEX journey_transitions_customer ON journey_transitions (workspace, customer_id, id);
-    CREATE INDEX journey_transitions_journey ON journey_transitions (workspace, journey, id);
     CREATE TABLE journey_stats (
         workspace TEXT NOT NULL, journey TEXT NOT NULL, version INTEGER NOT NULL, metric TEXT NOT NULL,
         count INTEGER NOT NULL,
         PRIMARY KEY (workspace, journey, version, metric)
     ) WITHOUT ROWID;
     CREATE TABLE messages (
-        id INTEGER PRIMARY KEY, workspace TEXT NOT NULL, customer_id TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
+        id INTEGER PRIMARY KEY AUTOINCREMENT, workspace TEXT NOT NULL, customer_id TEXT NOT NULL, key TEXT NOT NULL UNIQUE,
         channel TEXT NOT NULL, journey TEXT NOT NULL, created_ms INTEGER NOT NULL, body BLOB NOT NULL
     );
     CREATE INDEX messages_customer ON messages (workspace, customer_id, id);
