@@ -10,8 +10,9 @@ import msgspec
 import pytest
 
 from polku.adapters.memory_state import MemoryStateStore
-from polku.core.channels import OutboundMessage
+from polku.core.channels import SENT_EVENT, OutboundMessage
 from polku.core.journey_state import JourneyState
+from polku.engine.runtime import internal_event
 from tests.engine.helpers import T0, World, event
 
 HOUR = 3_600_000
@@ -570,3 +571,52 @@ steps:
     world.advance(3 * DAY + 1)
     (message,) = world.messages()
     assert message.account == "acme" and message.body == "Acme"
+
+
+# --- channels ---------------------------------------------------------------------------------
+
+
+def test_journeys_wait_for_delivery_results_and_notes_can_be_forwarded(tmp_path: Path) -> None:
+    config = CONFIG + "agent_notes: {forward_to: sms}\n"
+    world = Journeys(tmp_path, config)
+    world.deploy(
+        """
+id: confirm
+entry: {event: Order Placed}
+steps:
+  - id: mail
+    action: {channel: email, subject: Thanks, body: Thanks}
+  - id: delivered
+    wait_for: {event: Message Sent, within: 1h, when: "event.properties.step == 'mail'", on_event: note, on_timeout: fallback}
+  - id: note
+    action: {channel: agent_note, body: "confirmation delivered"}
+    next: end
+  - id: fallback
+    action: {channel: sms, body: "Thanks (by SMS)"}
+"""
+    )
+    world.send(identify("ok", email="ok@example.com", phone="+358401234567"))
+    world.send(identify("bounced", email="bounced@example.com", phone="+358407654321"))
+    world.send(track("ok", "Order Placed"), track("bounced", "Order Placed"))
+    world.run()
+    emails = {message.to: message for message in world.messages() if message.channel == "email"}
+    # The dispatcher's result for one of them comes back into the log, as it would.
+    sent = emails["ok@example.com"]
+    result = internal_event(
+        SENT_EVENT,
+        sent.customer_id,
+        T0 + 5000,
+        f"{SENT_EVENT}|{sent.key}",
+        {"key": sent.key, "journey": "confirm", "version": 1, "step": "mail"},
+        T0 + 5000,
+        channel="email",
+    )
+    world.log.add("default", result)
+    world.run()
+    assert [note.text for note in world.state("user_id:ok").notes] == ["confirmation delivered"]
+    forwarded = [m for m in world.messages() if m.message == "note"]
+    assert [(m.channel, m.body) for m in forwarded] == [("sms", "confirmation delivered")]
+    world.advance(HOUR + 1)
+    fallback = [m for m in world.messages() if m.step == "fallback"]
+    assert [(m.to, m.channel) for m in fallback] == [("+358407654321", "sms")]
+    world.close()
