@@ -3,17 +3,13 @@ to send (docs/channels.md)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from polku.adapters.sqlite.schema import DATABASE_FILE
 from polku.cli.manage import DataDir
-from polku.core.errors import Conflict, NotFound
+from polku.cli.profiles import require_store, run_until_stopped
 
 
 def dispatch(
@@ -29,25 +25,6 @@ def dispatch(
     from polku.logs import configure
 
     configure("info")
-    if not (data_dir / DATABASE_FILE).exists():
-        raise NotFound(
-            f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir"
-        )
+    require_store(data_dir)
     tune_gc()
-
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        deadline = time.monotonic() + (3600 * 24 * 365 if wait_for_lock else 0)
-        while True:
-            try:
-                await run_dispatcher(data_dir, stop=stop)
-                return
-            except Conflict:
-                if time.monotonic() > deadline or stop.is_set():
-                    raise
-                await asyncio.sleep(0.2)
-
-    asyncio.run(go())
+    run_until_stopped(run_dispatcher, data_dir, wait_for_lock=wait_for_lock)

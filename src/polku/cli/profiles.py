@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,7 +30,7 @@ profiles_app = typer.Typer(help="Customer profiles, timelines and the agent view
 accounts_app = typer.Typer(help="B2B accounts and their people.", no_args_is_help=True)
 
 
-def _require_store(data_dir: Path) -> None:
+def require_store(data_dir: Path) -> None:
     if not (data_dir / DATABASE_FILE).exists():
         raise NotFound(
             f"no polku store in {data_dir}; start `polku serve --data-dir {data_dir}` once, or pass --data-dir"
@@ -38,7 +38,7 @@ def _require_store(data_dir: Path) -> None:
 
 
 def _with_views(data_dir: Path, workspace: str, function: Callable[[ProfileViews, WorkspaceRuntime], T]) -> T:
-    _require_store(data_dir)
+    require_store(data_dir)
     log = SqliteLogReader(data_dir)
     state = open_state_reader(data_dir)
     try:
@@ -66,8 +66,15 @@ def process(
     from polku.logs import configure
 
     configure("info")
-    _require_store(data_dir)
+    require_store(data_dir)
     tune_gc()
+
+    run_until_stopped(run_processor, data_dir, wait_for_lock=wait_for_lock)
+
+
+def run_until_stopped(service: Callable[..., Awaitable[None]], data_dir: Path, *, wait_for_lock: bool) -> None:
+    """Run ``service(data_dir, stop=…)`` until SIGTERM or SIGINT; with
+    ``wait_for_lock``, wait for a previous instance to let go of its lock."""
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -77,7 +84,7 @@ def process(
         deadline = time.monotonic() + (3600 * 24 * 365 if wait_for_lock else 0)
         while True:
             try:
-                await run_processor(data_dir, stop=stop)
+                await service(data_dir, stop=stop)
                 return
             except Conflict:
                 if time.monotonic() > deadline or stop.is_set():
@@ -92,7 +99,7 @@ def identity_rebuild(data_dir: DataDir = Path("polku-data")) -> None:
     """Replay the whole log under the current identity rules and configuration:
     identities, profiles, accounts, segments and timelines are derived again. Stop
     the server first (the rebuild refuses to run beside a live processor)."""
-    _require_store(data_dir)
+    require_store(data_dir)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("replaying the log", total=None)
 

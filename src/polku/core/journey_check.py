@@ -14,7 +14,7 @@ from typing import Final
 
 from polku.core.errors import ConfigError
 from polku.core.journey_spec import Journey, JourneySpec, compile_journey, parse_journey
-from polku.core.yaml_source import load_with_lines
+from polku.core.yaml_source import load_with_lines, located
 
 RESERVED_IDS: Final = frozenset({"schema", "validate"})
 """Path segments of the journeys API that cannot be journey ids."""
@@ -57,20 +57,3 @@ def _check_segment(spec: JourneySpec, filename: str, lines: Mapping[str, int], s
     if name is not None and name not in segments:
         known = ", ".join(sorted(segments)) or "none configured"
         raise located(filename, lines, field, f"{field}: unknown segment {name!r} (segments: {known})")
-
-
-def located(filename: str, lines: Mapping[str, int], field: str, message: str) -> ConfigError:
-    """A ``ConfigError`` whose message starts ``file:line:`` (the line of ``field``
-    or of its nearest parent)."""
-    line = line_of(lines, field)
-    where = f"{filename}:{line}" if line else filename
-    return ConfigError(f"{where}: {message}", file=filename, line=line, field=field or None)
-
-
-def line_of(lines: Mapping[str, int], path: str) -> int | None:
-    while path:
-        if path in lines:
-            return lines[path]
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return lines.get("")

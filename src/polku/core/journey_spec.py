@@ -251,7 +251,7 @@ class Journey:
 def parse_journey(text: str | bytes, *, filename: str = "<journey>") -> JourneySpec:
     """YAML (or JSON) → a validated ``JourneySpec``; a ``ConfigError`` names the file,
     the line and the field of the first problem."""
-    from polku.core.yaml_source import load_with_lines
+    from polku.core.yaml_source import load_with_lines, located
 
     data, lines = load_with_lines(text, filename)
     if not isinstance(data, dict):
@@ -261,34 +261,18 @@ def parse_journey(text: str | bytes, *, filename: str = "<journey>") -> JourneyS
     except msgspec.ValidationError as error:
         message = str(error)
         path = _msgspec_path(message)
-        raise _located(filename, lines, path, message.replace("$.", "").replace(" - at `$`", "")) from None
+        raise located(filename, lines, path, message.replace("$.", "").replace(" - at `$`", "")) from None
     try:
         validate_journey(spec)
     except ConfigError as error:
         path = str(error.details.get("field", ""))
-        raise _located(filename, lines, path, error.message) from None
+        raise located(filename, lines, path, error.message) from None
     return spec
 
 
 def _msgspec_path(message: str) -> str:
     match = re.search(r"at `\$\.?([^`]*)`", message)
     return match[1] if match else ""
-
-
-def _located(filename: str, lines: Mapping[str, int], path: str, message: str) -> ConfigError:
-    line = _line_of(lines, path)
-    where = f"{filename}:{line}" if line else filename
-    return ConfigError(f"{where}: {message}", file=filename, line=line, field=path or None)
-
-
-def _line_of(lines: Mapping[str, int], path: str) -> int | None:
-    """The line of ``path`` or of its nearest parent in the document."""
-    while path:
-        if path in lines:
-            return lines[path]
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else ""
-    return lines.get("")
 
 
 def _error(path: str, message: str) -> ConfigError:

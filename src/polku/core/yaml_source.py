@@ -7,6 +7,7 @@ are refused, as in the workspace configuration (a "billion laughs" document).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -72,3 +73,21 @@ def _walk(node: Any, path: str, lines: dict[str, int]) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, f"{path}[{index}]", lines)
+
+
+def line_of(lines: Mapping[str, int], path: str) -> int | None:
+    """The line of ``path`` or of its nearest parent in the document."""
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return lines.get("")
+
+
+def located(filename: str, lines: Mapping[str, int], path: str, message: str) -> ConfigError:
+    """A ``ConfigError`` whose message starts ``file:line:`` (the line of ``path``
+    or of its nearest parent)."""
+    line = line_of(lines, path)
+    where = f"{filename}:{line}" if line else filename
+    return ConfigError(f"{where}: {message}", file=filename, line=line, field=path or None)

@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
@@ -49,10 +48,11 @@ from polku.adapters.sqlite.schema import connect
 from polku.adapters.sqlite.state_schema import STATE_FILE
 from polku.core.attributes import parse_duration
 from polku.core.channels import FAILED_EVENT, SENT_EVENT, ChannelConfig, OutboundMessage
-from polku.core.errors import Conflict, PolkuError
+from polku.core.errors import PolkuError
 from polku.core.events import Event
 from polku.core.journey_spec import BUILTIN_CHANNELS
 from polku.engine.runtime import INTERNAL_SOURCE, internal_event
+from polku.engine.worker import exclusive_lock
 from polku.ports import AppendBatch
 
 log = logging.getLogger("polku.dispatcher")
@@ -71,24 +71,8 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@contextmanager
-def dispatcher_lock(data_dir: Path) -> Iterator[IO[str]]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    handle = (data_dir / LOCK_FILE).open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict(
-                f"a dispatcher is running on {data_dir} (it holds {LOCK_FILE}); stop `polku serve` first"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield handle
-    finally:
-        handle.close()
+def dispatcher_lock(data_dir: Path) -> AbstractContextManager[IO[str]]:
+    return exclusive_lock(data_dir, LOCK_FILE, "dispatcher")
 
 
 @dataclass
@@ -155,6 +139,7 @@ class Dispatcher:
 
     async def announce_unannounced(self) -> None:
         """Write the results a killed dispatcher had recorded but not yet told."""
+        self._state()
         rows = self.ledger.execute(
             "SELECT key, message_id, workspace, channel, status, attempts, last_error, updated_ms FROM deliveries "
             "WHERE announced = 0 AND status != 'pending'"

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Final
 
@@ -40,15 +40,17 @@ def wall_clock_ms() -> int:
 
 
 @contextmanager
-def processor_lock(data_dir: Path) -> Iterator[IO[str]]:
+def exclusive_lock(data_dir: Path, lock_file: str, what: str) -> Iterator[IO[str]]:
+    """An exclusive ``flock`` on ``<data_dir>/<lock_file>`` for as long as the block
+    runs (the file says which process holds it); ``Conflict`` if another holds it."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    handle = (data_dir / LOCK_FILE).open("a+")
+    handle = (data_dir / lock_file).open("a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Conflict(
-                f"a processor is running on {data_dir} (it holds {LOCK_FILE}); stop `polku serve` first"
+                f"a {what} is running on {data_dir} (it holds {lock_file}); stop `polku serve` first"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -57,6 +59,10 @@ def processor_lock(data_dir: Path) -> Iterator[IO[str]]:
         yield handle
     finally:
         handle.close()
+
+
+def processor_lock(data_dir: Path) -> AbstractContextManager[IO[str]]:
+    return exclusive_lock(data_dir, LOCK_FILE, "processor")
 
 
 async def forward_outbox(store: SqliteStateStore, event_log: SqliteEventLog) -> int:

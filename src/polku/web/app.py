@@ -22,12 +22,11 @@ from polku.core.errors import PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
 from polku.web import admin_routes, delivery_routes, ingest_routes, journey_routes, profile_routes
-from polku.web.dispatcher_child import DispatcherChild
+from polku.web.children import dispatcher_child, processor_child
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
 from polku.web.openapi import build_openapi
-from polku.web.processor_child import ProcessorChild
 from polku.web.responses import json_response
 from polku.web.services import Services, services
 
@@ -64,8 +63,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
     state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
     profiles = profile_routes.ProfileService(settings.data_dir, catalog)
-    processor = ProcessorChild(settings.data_dir) if settings.processor else None
-    dispatcher = DispatcherChild(settings.data_dir) if settings.dispatcher else None
+    processor = processor_child(settings.data_dir) if settings.processor else None
+    dispatcher = dispatcher_child(settings.data_dir) if settings.dispatcher else None
     openapi = build_openapi()
 
     async def openapi_json(request: Request) -> Response:

@@ -1,8 +1,8 @@
-"""The processor as a child process of ``polku serve``: started with the server,
-restarted if it dies, stopped with it. It runs ``polku process`` in its own process
-(its own core: the server and the event writer already use one each). On Linux
-the child is killed when the server dies, even by SIGKILL, so a restarted server
-never finds an orphan holding the processor lock."""
+"""The child processes of ``polku serve``: the processor (``polku process``) and
+the dispatcher (``polku dispatch``). Each is started with the server, restarted if
+it dies, stopped with it; on Linux it is killed when the server dies, even by
+SIGKILL, so a restarted server never finds an orphan holding its lock. Each runs in
+a process of its own: the server and the event writer already use a core each."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Final
 
-log = logging.getLogger("polku.processor")
+log = logging.getLogger("polku")
 RESTART_DELAY_S: Final = 1.0
+STOP_TIMEOUT_S: Final = 10.0
 
 
 def _die_with_parent() -> None:
@@ -26,17 +27,21 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-class ProcessorChild:
-    def __init__(self, data_dir: Path) -> None:
+class SupervisedChild:
+    """``polku <command> --data-dir D --wait-for-lock`` kept running."""
+
+    def __init__(self, command: str, data_dir: Path) -> None:
+        self.name = command
         self.data_dir = data_dir
         self._process: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "polku", "process", "--data-dir", str(self.data_dir), "--wait-for-lock"]
+        return [sys.executable, "-m", "polku", self.name, "--data-dir", str(self.data_dir), "--wait-for-lock"]
 
     def stopping(self) -> bool:
+        """A method, not the attribute: ``stop`` sets it while ``_supervise`` awaits."""
         return self._stopping
 
     async def start(self) -> None:
@@ -50,7 +55,7 @@ class ProcessorChild:
             code = await self._process.wait()
             if self.stopping():
                 return
-            log.error("the processor exited with %s; restarting it", code)
+            log.error("`polku %s` exited with %s; restarting it", self.name, code)
             await asyncio.sleep(RESTART_DELAY_S)
 
     async def stop(self) -> None:
@@ -59,7 +64,7 @@ class ProcessorChild:
         if process is not None and process.returncode is None:
             process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(process.wait(), timeout=10)
+                await asyncio.wait_for(process.wait(), timeout=STOP_TIMEOUT_S)
             except TimeoutError:
                 process.kill()
                 await process.wait()
@@ -67,3 +72,11 @@ class ProcessorChild:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def processor_child(data_dir: Path) -> SupervisedChild:
+    return SupervisedChild("process", data_dir)
+
+
+def dispatcher_child(data_dir: Path) -> SupervisedChild:
+    return SupervisedChild("dispatch", data_dir)
