@@ -74,7 +74,10 @@ class Scope:
     """Event names a live instance of any version may react to."""
     exits_on_any_event: bool
     """An exit condition with no event is checked on every event."""
+    goal_events: frozenset[str]
     migrating: frozenset[str]
+    unsettled: frozenset[str]
+    """Journeys whose instances may have to move first: migrating or archived."""
     """Journeys whose head version moves older instances over (``migrate``): their
     instances are touched by any event, so they move on their customer's next one."""
 
@@ -111,14 +114,31 @@ class Scope:
             by_segment={name: tuple(sorted(found, key=lambda j: j.id)) for name, found in by_segment.items()},
             scheduled=tuple(sorted(scheduled, key=lambda j: j.id)),
             listened=frozenset(listened),
+            goal_events=frozenset(j.goal_event for found in versions.values() for j in found.values() if j.goal_event),
             migrating=frozenset(journey_id for journey_id, head in heads.items() if head.migration),
-            exits_on_any_event=any(
-                event is None for found in versions.values() for j in found.values() for event, _, _ in j.exits
+            unsettled=frozenset(
+                journey_id
+                for journey_id in versions
+                if status.get(journey_id) == "archived" or (heads.get(journey_id) and heads[journey_id].migration)
             ),
+            exits_on_any_event=any(j.exits_on_any_event for found in versions.values() for j in found.values()),
         )
 
     def journey(self, journey_id: str, version: int) -> Journey | None:
         return self.versions.get(journey_id, {}).get(version)
+
+    def may_care(self, occurrence: Occurrence) -> bool:
+        """``cares`` without the state: false means the holder's journey state need
+        not even be read (most events of most customers)."""
+        name = occurrence.name
+        return bool(
+            name in self.by_event
+            or name in self.listened
+            or self.exits_on_any_event
+            or self.migrating
+            or (name == ENTERED_EVENT and self.by_segment)
+            or (name == FAILED_EVENT and occurrence.internal)
+        )
 
     def cares(self, occurrence: Occurrence, state: JourneyState | None) -> bool:
         """Whether an event can change anything (cheap: most events of most
@@ -134,6 +154,8 @@ class Scope:
             return False
         if name in self.listened or self.exits_on_any_event:
             return True
+        if not self.migrating:
+            return False
         return any(
             instance.journey in self.migrating and instance.version != self.heads[instance.journey].version
             for instance in state.instances.values()
@@ -228,16 +250,27 @@ def on_event(scope: Scope, state: JourneyState, occurrence: Occurrence, run: Run
         instance = state.instances.get(journey_id)
         if instance is None:
             continue
+        journey = scope.journey(journey_id, instance.version)
+        if journey is not None and journey_id not in scope.unsettled:
+            # The common case (neither archived, gone nor migrating): skip an
+            # instance this event cannot move before building anything for it.
+            step = journey.steps[instance.step]
+            waited_for = step.kind == "wait_for" and occurrence.name == step.event
+            if not (waited_for or occurrence.name in journey.exit_events or journey.exits_on_any_event):
+                continue
         journey = _journey_of(scope, state, instance, run)
         if journey is None or state.instances.get(journey_id) is not instance:
+            continue
+        step = journey.steps[instance.step]
+        waited_for = step.kind == "wait_for" and occurrence.name == step.event
+        if not (waited_for or occurrence.name in journey.exit_events or journey.exits_on_any_event):
             continue
         context = _context(run, instance, event)
         exited = _exit_reason(journey, occurrence, context)
         if exited is not None:
             _end(state, instance, f"exit:{exited}", run)
             continue
-        step = journey.steps[instance.step]
-        if step.kind == "wait_for" and occurrence.name == step.event and _holds(step.condition, context):
+        if waited_for and _holds(step.condition, context):
             instance.due_ms = 0
             run.record(instance, "event", step.id, occurrence.name or "")
             _move(scope, state, journey, instance, step.on_event, run, event)
@@ -377,9 +410,9 @@ def _try_enter(
             return False
         if journey.reentry == "after" and run.now - history.last_entered_ms < journey.reentry_after_ms:
             return False
-    trigger = _trigger(occurrence)
+    trigger = _trigger(occurrence) if journey.uses_trigger else {}
     if journey.entry_when is not None:
-        context = {**run.view(), "event": event, "trigger": trigger, "journey": {"id": journey.id}}
+        context = {**run.view(), "event": event, "trigger": trigger or event, "journey": {"id": journey.id}}
         if not journey.entry_when(context):
             return False
     if journey.cap is not None and run.entries(journey.id) >= journey.cap:
@@ -658,6 +691,8 @@ def _exit_reason(journey: Journey, occurrence: Occurrence, context: Mapping[str,
 def _check_goals(scope: Scope, state: JourneyState, occurrence: Occurrence, event: dict[str, Any], run: Run) -> None:
     """A goal counts once per entry, within its window after the entry — also after
     the instance has ended, so treatment and holdout are measured alike."""
+    if occurrence.name not in scope.goal_events:
+        return
     for journey_id, history in sorted(state.history.items()):
         if history.converted or not history.goal_by_ms or history.goal_by_ms < run.now:
             continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 import msgspec
@@ -234,6 +234,11 @@ class Journey:
     max_lateness_ms: int = 0
     migration: Mapping[str, str] = field(default_factory=dict)
     migrate_from: frozenset[int] | None = None
+    uses_trigger: bool = True
+    """Whether a condition or template reads ``trigger`` (else an instance need not
+    keep its entry event's properties)."""
+    exit_events: frozenset[str] = frozenset()
+    exits_on_any_event: bool = False
 
     @property
     def events(self) -> frozenset[str]:
@@ -327,7 +332,7 @@ def compile_journey(spec: JourneySpec, *, version: int, channels: Mapping[str, s
                 raise _error(f"migrate.steps.{old}", f"step {new!r} is not a step of this version")
             migration[old] = new
     schedule = entry.schedule
-    return Journey(
+    journey = Journey(
         id=spec.id,
         version=version,
         spec=spec,
@@ -354,6 +359,30 @@ def compile_journey(spec: JourneySpec, *, version: int, channels: Mapping[str, s
         if spec.migrate and spec.migrate.from_versions is not None
         else None,
     )
+    return replace(
+        journey,
+        uses_trigger=_reads_trigger(journey),
+        exit_events=frozenset(name for name, _, _ in exits if name),
+        exits_on_any_event=any(name is None for name, _, _ in exits),
+    )
+
+
+def _reads_trigger(journey: Journey) -> bool:
+    conditions: list[Condition | Expression | None] = [journey.entry_when, journey.goal_when]
+    conditions.extend(condition for _, condition, _ in journey.exits)
+    texts: list[str] = []
+    for step in journey.steps.values():
+        conditions.append(step.condition)
+        conditions.extend(condition for condition, _ in step.cases)
+        conditions.extend(expression for _, expression in step.updates)
+        action = step.action
+        if action is not None:
+            conditions.append(action.to)
+            texts.extend(t.source for t in (action.subject, action.body, action.html) if t is not None)
+            texts.append(repr(action.payload) if action.payload is not None else "")
+    if any(c is not None and any(r == "trigger" or r.startswith("trigger.") for r in c.references) for c in conditions):
+        return True
+    return any("trigger" in text for text in texts)
 
 
 def _reentry(text: str) -> tuple[Literal["never", "always", "after"], int]:

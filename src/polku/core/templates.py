@@ -48,6 +48,9 @@ class Template:
                 f"{where}: line {error.lineno}: {error.message}", field=where, line=error.lineno
             ) from None
 
+    def __repr__(self) -> str:
+        return f"Template({self.source!r})"
+
     def render(self, context: Mapping[str, Any]) -> str:
         """Raises ``TemplateError`` when the template fails on this data (a missing
         value renders as empty text; a call the sandbox refuses is an error)."""

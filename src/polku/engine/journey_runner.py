@@ -149,14 +149,14 @@ class JourneyRunner:
     ) -> None:
         person_scope, account_scope = self.scopes_of(workspace)
         customer_id = profile.customer_id
-        if person_scope is not EMPTY_SCOPE:
+        if person_scope is not EMPTY_SCOPE and (person_scope.may_care(occurrence) or person_scope.scheduled):
             state = self.state(workspace, customer_id)
             if person_scope.cares(occurrence, state) or _unscheduled(person_scope, state, profile):
                 state = state if state is not None else JourneyState()
                 run = self._run(workspace, runtime, customer_id, profile, state, occurrence.seq)
                 on_event(person_scope, state, occurrence, run)
                 self._finish(workspace, runtime, profile, customer_id, state, run)
-        if account_scope is not EMPTY_SCOPE:
+        if account_scope is not EMPTY_SCOPE and account_scope.may_care(occurrence):
             for account_id in sorted(profile.accounts):
                 holder = account_holder(account_id)
                 state = self.state(workspace, holder)
