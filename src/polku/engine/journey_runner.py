@@ -127,6 +127,9 @@ class JourneyRunner:
         self.drain(workspace, runtime)
 
     def drain(self, workspace: str, runtime: WorkspaceRuntime) -> None:
+        if not self.processor.emit:  # a rebuild: journeys keep their state and do not run
+            self.segment_entries.clear()
+            return
         for _ in range(MAX_CASCADE):
             if not self.segment_entries:
                 return
