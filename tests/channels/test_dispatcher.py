@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from polku.adapters.sqlite.deliveries import deliveries
+from polku.adapters.sqlite.wakeup import Nudger
 from polku.core.errors import Conflict
 from polku.engine.dispatcher import Dispatcher, dispatcher_lock, run_dispatcher
 from tests.channels.helpers import T0, Clock, configure, decide, log_events, message, results, until
@@ -174,3 +175,26 @@ async def test_a_killed_dispatcher_resumes_without_sending_twice(tmp_path: Path)
     assert [request.headers["Idempotency-Key"] for request in receiver.to("/slow")] == ["s", "s"]
     assert set(ledger(tmp_path, status="sent")) == {"f1", "f2", "s"}
     assert sorted(results(tmp_path)) == [("Message Sent", "f1"), ("Message Sent", "f2"), ("Message Sent", "s")]
+
+
+async def test_the_processors_nudge_wakes_the_dispatcher_at_once(tmp_path: Path) -> None:
+    with smtp_server() as inbox:
+        await configure(tmp_path, {"email": {"type": "smtp", "port": inbox.port, "sender": "shop@example.com"}})
+        dispatcher = Dispatcher(tmp_path, clock=lambda: time.time_ns() // 1_000_000, poll_s=30.0)
+        await dispatcher.start()
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await asyncio.sleep(0.2)  # the loop is asleep now, for up to 30 s
+            decide(tmp_path, message("nudged", "email"))
+            started = time.monotonic()
+            nudger = Nudger(tmp_path)
+            nudger.nudge()  # what the worker does after a commit with messages
+            nudger.close()
+            await until(lambda: len(inbox.messages) == 1, 5)
+            assert time.monotonic() - started < 2.0
+        finally:
+            stop.set()
+            dispatcher._wake.set()
+            await task
+            await dispatcher.close()

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from polku.adapters.channels import Channel, DeliveryResult, build_channel
+from polku.adapters.sqlite import wakeup
 from polku.adapters.sqlite.deliveries import open_ledger
 from polku.adapters.sqlite.event_log import SqliteEventLog
 from polku.adapters.sqlite.log_reader import SqliteLogReader, decode_config
@@ -58,6 +60,8 @@ from polku.ports import AppendBatch
 log = logging.getLogger("polku.dispatcher")
 LOCK_FILE: Final = "dispatcher.lock"
 POLL_S: Final = 0.005
+NUDGED_POLL_S: Final = 0.05
+"""The poll while the processor nudges: a safety net for a lost nudge, not the path."""
 CONFIG_REFRESH_S: Final = 1.0
 MAX_BACKOFF_MS: Final = 3_600_000
 BATCH_SIZE: Final = 500
@@ -130,6 +134,7 @@ class Dispatcher:
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._listener: socket.socket | None = None
         self._next_check = 0
 
     async def start(self) -> None:
@@ -443,7 +448,38 @@ class Dispatcher:
 
     # -- the loop ----------------------------------------------------------------
 
+    def _poll_interval(self) -> float:
+        return max(NUDGED_POLL_S, self.poll_s) if self._listener is not None else self.poll_s
+
+    def listen(self) -> None:
+        """Wake on the processor's nudges (``polku.adapters.sqlite.wakeup``)."""
+        listener = wakeup.listen(self.data_dir)
+        if listener is None:
+            log.info("no wake-up socket in %s; polling every %.0f ms", self.data_dir, self.poll_s * 1000)
+            return
+        self._listener = listener
+
+        def woken() -> None:
+            wakeup.drain(listener)
+            self._wake.set()
+
+        asyncio.get_running_loop().add_reader(listener.fileno(), woken)
+
+    def unlisten(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+
     async def run(self, stop: asyncio.Event) -> None:
+        self.listen()
+        try:
+            await self._run(stop)
+        finally:
+            self.unlisten()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         refreshed = time.monotonic()
         while not stop.is_set():
             dirty = self._wake.is_set()
@@ -458,7 +494,10 @@ class Dispatcher:
                 self.dispatch_due(now)
                 self._next_check = self._next_due(now)
             if taken < self.batch_size and not self._wake.is_set():
-                await asyncio.sleep(self.poll_s)
+                # The processor's nudge (or a delivery finishing) sets _wake; the
+                # timeout is the poll for when no nudge can come.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval())
 
     async def run_until_idle(self, timeout_s: float = 10.0) -> None:
         """Deliver until nothing is due and nothing is under way (tests, ``--once``)."""

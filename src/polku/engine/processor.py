@@ -116,6 +116,8 @@ class Processor:
         self._recorded_links: list[tuple[str, EventKey]] = []
         self.now = 0
         self.seq = 0
+        self.messages_committed = 0
+        """Outbox messages committed so far (the worker nudges the dispatcher)."""
         self.refresh_configs()
 
     # -- configuration --------------------------------------------------------
@@ -232,6 +234,7 @@ class Processor:
         self.journeys.settle_timers()
         changes = self.changes
         self.store.commit(changes)
+        self.messages_committed += len(changes.messages)
         self.checkpoint = changes.checkpoint
         self.changes = StateChanges(checkpoint=self.checkpoint)
 

@@ -23,6 +23,7 @@ import msgspec
 from polku.adapters.sqlite.event_log import SqliteEventLog
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import SqliteStateStore
+from polku.adapters.sqlite.wakeup import Nudger
 from polku.core.errors import Conflict
 from polku.core.events import Event
 from polku.engine.processor import Processor
@@ -97,14 +98,19 @@ async def run_processor(
         store = SqliteStateStore(data_dir, synchronous="NORMAL")
         reader = SqliteLogReader(data_dir)
         event_log = SqliteEventLog(data_dir, writer="thread")
+        nudger = Nudger(data_dir)
         await event_log.start()
         try:
             processor = Processor(store, reader, clock=clock, batch_size=batch_size)
             await forward_outbox(store, event_log)
             refreshed = time.monotonic()
             log.info("processor started", extra={"data_dir": str(data_dir), "checkpoint": processor.checkpoint})
+            messages = processor.messages_committed
             while stop is None or not stop.is_set():
                 done = processor.step()
+                if processor.messages_committed != messages:
+                    messages = processor.messages_committed
+                    nudger.nudge()
                 await forward_outbox(store, event_log)
                 if time.monotonic() - refreshed > CONFIG_REFRESH_S:
                     processor.refresh_configs()
@@ -113,6 +119,7 @@ async def run_processor(
                     await asyncio.sleep(poll_s)
         finally:
             await event_log.close()
+            nudger.close()
             reader.close()
             store.close()
 
