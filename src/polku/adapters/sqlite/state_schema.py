@@ -151,7 +151,10 @@ class Checkpointer(threading.Thread):
     ("checkpoint starvation"): past ``truncate_bytes`` it runs a ``TRUNCATE``
     checkpoint, which waits for the readers of the moment and empties the file."""
 
-    def __init__(self, path: Path, interval: float = 0.5, truncate_bytes: int = 256 << 20) -> None:
+    def __init__(self, path: Path, interval: float = 0.5, truncate_bytes: int = 64 << 20) -> None:
+        # A TRUNCATE holds the processor's commits for as long as it copies the WAL
+        # (~0.5 s at 256 MB on this machine): 64 MB keeps that stall to ~0.2 s at the
+        # cost of more of them (bench_journey_latency: p99 350 → 230 ms, p90 30 → 45 ms).
         super().__init__(name="polku-state-checkpoint", daemon=True)
         self.path = path
         self.interval = interval
