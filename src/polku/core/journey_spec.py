@@ -20,28 +20,14 @@ import msgspec
 from polku.core.attributes import parse_duration
 from polku.core.errors import ConfigError
 from polku.core.expr import Condition, Expression, compile_condition, compile_expression
+from polku.core.segments import SEGMENT_ROOTS
 from polku.core.templates import Template, compile_template
 
 ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 STEP_KINDS: Final = ("wait", "wait_for", "branch", "split", "action", "update_profile", "exit")
 END: Final = "end"
 """The name of the end of a journey, as a ``next``."""
-JOURNEY_ROOTS: Final = frozenset(
-    {
-        "traits",
-        "attributes",
-        "segments",
-        "accounts",
-        "account",
-        "last_seen",
-        "feedback",
-        "identifiers",
-        "now",
-        "event",
-        "trigger",
-        "journey",
-    }
-)
+JOURNEY_ROOTS: Final = SEGMENT_ROOTS | {"event", "trigger", "journey"}
 """What a journey condition reads: the profile's roots (docs/expressions.md), the
 event being processed (``event``), the event that started the instance
 (``trigger``), and the instance itself (``journey``: ``variant``, ``holdout``,

@@ -31,12 +31,12 @@ from polku.core.attributes import parse_duration
 from polku.core.errors import ConfigError
 from polku.core.expr import Condition, compile_condition
 from polku.core.journey_state import Sent
+from polku.core.segments import SEGMENT_ROOTS
 
 UNRESTRICTED_CHANNELS: Final = frozenset({"agent_note"})
 """A note for the agent reaches no customer: no consent, cap or quiet hour applies."""
-POLICY_ROOTS: Final = frozenset(
-    {"traits", "attributes", "segments", "accounts", "account", "last_seen", "feedback", "identifiers", "now"}
-)
+POLICY_ROOTS: Final = SEGMENT_ROOTS
+"""A suppression rule reads what a segment condition reads."""
 MAX_CAP_WINDOW_MS: Final = 366 * 86_400_000
 DEFAULT_CONSENT: Final = {"service": True, "transactional": True, "surveys": True, "marketing": False}
 """Service messages need no opt-in; marketing does (GDPR / ePrivacy); surveys are
