@@ -135,3 +135,14 @@ def test_an_invalid_journey_is_rejected_with_its_line_and_never_deployed(server:
         assert body["code"] == "invalid_config"
         assert body["line"] == 10 and "emial" in body["message"]
         assert admin.get("/v1/journeys/password-help").status_code == 404
+
+
+def test_the_workspace_configuration_reads_back_for_editing(server: ServerProcess) -> None:
+    with server.admin() as admin:
+        assert admin.put("/v1/workspace/config", content=config(2525)).status_code == 200
+        stored = admin.get("/v1/workspace/config")
+        assert stored.status_code == 200
+        channel = stored.json()["config"]["channels"]["email"]
+        assert (channel["type"], channel["port"], channel["sender"]) == ("smtp", 2525, "help@polku.example")
+        # What GET returns is what PUT accepts.
+        assert admin.put("/v1/workspace/config", json=stored.json()["config"]).status_code == 200

@@ -147,8 +147,12 @@ async def get_workspace(request: Request) -> Response:
     )
 
 
-async def put_config(request: Request) -> Response:
+async def workspace_config(request: Request) -> Response:
+    """GET: the stored configuration (to edit and PUT back); PUT: replace it."""
     credential = await admin_access(request, services(request).catalog)
+    if request.method == "GET":
+        workspace = await services(request).catalog.workspace(credential.workspace)
+        return json_response({"config": workspace.config})
     body = await read_body(request)
     # A lost body must not wipe the webhook mappings: clearing them takes an explicit {}.
     config = parse_config(body, filename="request body", allow_empty=False)
@@ -237,7 +241,7 @@ routes = [
     Route("/v1/quarantine/{entry_id}/resubmit", resubmit_quarantined, methods=["POST"]),
     Route("/v1/quarantine/{entry_id}/discard", discard_quarantined, methods=["POST"]),
     Route("/v1/workspace", get_workspace, methods=["GET"]),
-    Route("/v1/workspace/config", put_config, methods=["PUT"]),
+    Route("/v1/workspace/config", workspace_config, methods=["GET", "PUT"]),
     Route("/v1/sources", create_source, methods=["POST"]),
     Route("/v1/keys", keys, methods=["GET", "POST"]),
     Route("/v1/keys/{key_id}", revoke_key, methods=["DELETE"]),

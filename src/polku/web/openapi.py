@@ -431,6 +431,12 @@ def build_openapi() -> dict[str, Any]:
         }
     }
     paths["/v1/workspace/config"] = {
+        "get": {
+            "operationId": "get_workspace_config",
+            "summary": "The workspace configuration as stored (edit it and PUT it back).",
+            "security": ADMIN,
+            "responses": {"200": {"description": "The configuration.", **_json({"type": "object"})}, **_errors(401)},
+        },
         "put": {
             "operationId": "put_workspace_config",
             "summary": "Replace the workspace configuration (YAML or JSON).",
@@ -438,7 +444,7 @@ def build_openapi() -> dict[str, Any]:
             "description": "The mappings' JMESPath expressions are compiled on the way in; one that does not compile is a 400.",
             "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/WorkspaceConfig"})},
             "responses": {"200": {"description": "Stored.", **_json({"type": "object"})}, **_errors(400, 401, 413)},
-        }
+        },
     }
     paths["/v1/sources"] = {
         "post": {
