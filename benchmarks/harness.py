@@ -268,7 +268,7 @@ def wait_for_quiet(*, busy_below: float = 0.15, max_wait: float = 90.0) -> float
         if busy < busy_below:
             return busy
         if time.monotonic() > deadline:
-            print(f"  note: the machine stayed {busy:.0%} busy with other work; measuring anyway", flush=True)
+            print(f"  note: the machine stayed {busy:.0%} busy with other work; measuring anyway", file=sys.stderr)
             return busy
 
 
