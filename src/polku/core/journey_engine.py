@@ -193,7 +193,6 @@ class Run:
     stats: dict[tuple[str, int, str], int] = field(default_factory=dict)
     trait_updates: dict[str, Any] = field(default_factory=dict)
     account_sends: list[Sent] = field(default_factory=list)
-    entered: list[str] = field(default_factory=list)
     late: bool = False
     """The instance being run woke up later than its journey's ``max_lateness``."""
 
@@ -251,26 +250,20 @@ def on_event(scope: Scope, state: JourneyState, occurrence: Occurrence, run: Run
         if instance is None:
             continue
         journey = scope.journey(journey_id, instance.version)
-        if journey is not None and journey_id not in scope.unsettled:
-            # The common case (neither archived, gone nor migrating): skip an
-            # instance this event cannot move before building anything for it.
-            step = journey.steps[instance.step]
-            waited_for = step.kind == "wait_for" and occurrence.name == step.event
-            if not (waited_for or occurrence.name in journey.exit_events or journey.exits_on_any_event):
-                continue
-        journey = _journey_of(scope, state, instance, run)
+        if journey is not None and journey_id not in scope.unsettled and not _moves(journey, instance, occurrence):
+            continue  # the common case: nothing to build for an instance this event cannot move
+        journey = _journey_of(scope, state, instance, run)  # archived, gone or migrating first
         if journey is None or state.instances.get(journey_id) is not instance:
             continue
-        step = journey.steps[instance.step]
-        waited_for = step.kind == "wait_for" and occurrence.name == step.event
-        if not (waited_for or occurrence.name in journey.exit_events or journey.exits_on_any_event):
+        if not _moves(journey, instance, occurrence):
             continue
+        step = journey.steps[instance.step]
         context = _context(run, instance, event)
         exited = _exit_reason(journey, occurrence, context)
         if exited is not None:
             _end(state, instance, f"exit:{exited}", run)
             continue
-        if waited_for and _holds(step.condition, context):
+        if step.kind == "wait_for" and occurrence.name == step.event and _holds(step.condition, context):
             instance.due_ms = 0
             run.record(instance, "event", step.id, occurrence.name or "")
             _move(scope, state, journey, instance, step.on_event, run, event)
@@ -441,7 +434,6 @@ def _try_enter(
     )
     run.record(instance, "entered", journey.first, "holdout" if holdout else "")
     run.count(journey.id, journey.version, "entered:holdout" if holdout else "entered")
-    run.entered.append(journey.id)
     _arrive(scope, state, journey, instance, run, event)
     return True
 
@@ -675,6 +667,13 @@ def _context(run: Run, instance: Instance, event: dict[str, Any] | None) -> dict
             "entered": instance.entered_ms,
         },
     }
+
+
+def _moves(journey: Journey, instance: Instance, occurrence: Occurrence) -> bool:
+    """Whether an event can move an instance: it waits for it, or it may exit on it."""
+    step = journey.steps[instance.step]
+    waits = step.kind == "wait_for" and occurrence.name == step.event
+    return waits or occurrence.name in journey.exit_events or journey.exits_on_any_event
 
 
 def _holds(condition: Condition | None, context: Mapping[str, Any]) -> bool:

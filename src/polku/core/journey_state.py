@@ -98,9 +98,6 @@ class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
             dues.append(self.schedule_due_ms)
         return min(dues, default=0)
 
-    def is_empty(self) -> bool:
-        return not (self.instances or self.history or self.sent or self.notes or self.inbox)
-
 
 class TransitionRecord(msgspec.Struct, kw_only=True, array_like=True):
     """One recorded move of an instance: ``kind`` is ``entered``, ``step`` (it
