@@ -25,6 +25,8 @@ class SmtpInbox:
     """Accepts every message, unless ``reply`` says otherwise (``"554 …"``)."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    peers: list[object] = field(default_factory=list)
+    """The client address of each message: one per connection."""
     reply: str = "250 OK"
     delay_s: float = 0.0
     port: int = 0
@@ -34,6 +36,7 @@ class SmtpInbox:
             import asyncio
 
             await asyncio.sleep(self.delay_s)
+        self.peers.append(session.peer)
         if self.reply.startswith("250"):
             content = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
             parsed = email.message_from_bytes(content, policy=email.policy.default)

@@ -59,6 +59,20 @@ async def test_smtp_delivers_a_message_with_deterministic_headers() -> None:
     assert html is not None and "<b>Ada</b>" in html.get_content()
 
 
+async def test_smtp_reuses_its_connection_and_drops_one_that_failed() -> None:
+    with smtp_server() as inbox:
+        channel = SmtpChannel(smtp_config(inbox.port), environ={})
+        for _ in range(3):
+            assert (await channel.deliver(outbound())).ok
+        assert len(inbox.peers) == 3 and len(set(inbox.peers)) == 1  # one handshake for three messages
+        inbox.reply = "451 4.3.0 try later"
+        assert not (await channel.deliver(outbound())).ok
+        inbox.reply = "250 OK"
+        assert (await channel.deliver(outbound())).ok
+        assert len(set(inbox.peers)) == 2  # the connection that failed was not reused
+        await channel.aclose()
+
+
 async def test_smtp_refusals_and_outages() -> None:
     with smtp_server() as inbox:
         channel = SmtpChannel(smtp_config(inbox.port), environ={})
