@@ -11,7 +11,7 @@ configuration. Both are async because the scale-out adapters (psycopg, nats-py) 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -24,6 +24,8 @@ from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
 QuarantineStatus = Literal["open", "resubmitted", "discarded"]
 JourneyStatus = Literal["active", "paused", "archived"]
+DefinitionKind = Literal["journey", "survey"]
+"""Versioned definitions the catalog stores alike (a ``StoredJourney`` each)."""
 
 
 class AppendBatch(msgspec.Struct, kw_only=True):
@@ -99,6 +101,17 @@ class StoredJourney(msgspec.Struct, kw_only=True, frozen=True):
     status: JourneyStatus
     updated_at: str
     versions: tuple[int, ...] = ()
+
+
+class StoredAnswer(msgspec.Struct, kw_only=True, frozen=True):
+    """The answer store's record of one invitation's answer: its revision (1, then
+    one more per edit), when it was first given and last changed, and the answer."""
+
+    invitation: str
+    revision: int
+    first_ms: int
+    updated_ms: int
+    answer: dict[str, Any]
 
 
 class EventLog(Protocol):
@@ -194,6 +207,30 @@ class Catalog(Protocol):
         """Raises ``NotFound``."""
         ...
 
+    async def deploy_definition(
+        self, kind: DefinitionKind, workspace: str, item_id: str, body: str, deployed_at: str
+    ) -> tuple[int, bool]:
+        """``deploy_journey`` for any kind of definition (surveys too)."""
+        ...
+
+    async def definition(
+        self, kind: DefinitionKind, workspace: str, item_id: str, version: int | None = None
+    ) -> StoredJourney: ...
+
+    async def definitions(self, kind: DefinitionKind, workspace: str) -> list[StoredJourney]: ...
+
+    async def survey_answer(self, workspace: str, invitation: str) -> StoredAnswer | None:
+        """The answer given to an invitation (on the hosted page or the answers API)."""
+        ...
+
+    async def record_survey_answer(self, workspace: str, answer: StoredAnswer) -> None:
+        """Store an answer (a later revision replaces an earlier one, never the reverse)."""
+        ...
+
+    async def set_definition_status(
+        self, kind: DefinitionKind, workspace: str, item_id: str, status: JourneyStatus, updated_at: str
+    ) -> StoredJourney: ...
+
 
 class LogReader(Protocol):
     """The processor's side of the event log: read in order after a checkpoint,
@@ -212,7 +249,13 @@ class LogReader(Protocol):
         ...
 
     def journeys_token(self) -> tuple[object, ...]:
-        """A cheap value that changes whenever a journey is deployed or its status changes."""
+        """A cheap value that changes whenever a journey or a survey is deployed or its
+        status changes."""
+        ...
+
+    def surveys(self) -> list[tuple[str, str, int, str, str]]:
+        """(workspace, id, version, status of the survey, body) of every survey's
+        current version."""
         ...
 
     def close(self) -> None: ...
@@ -224,6 +267,10 @@ class StateStore(Protocol):
     checkpoint atomically. The processor is its only writer."""
 
     def salt(self) -> bytes: ...
+
+    def survey_secret(self) -> bytes:
+        """The key that signs survey links."""
+        ...
 
     def checkpoint(self) -> int: ...
 

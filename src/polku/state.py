@@ -15,8 +15,31 @@ import msgspec
 from polku.core.channels import OutboundMessage
 from polku.core.events import Event
 from polku.core.identity import EventKey, LinkEvent
-from polku.core.journey_state import JourneyState, TransitionRecord
+from polku.core.journey_state import InvitationRecord, JourneyState, TransitionRecord
 from polku.core.profile import Profile
+
+
+class FeedbackRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One feedback answer as the metrics read it: from a survey invitation (its
+    ``key`` is the invitation id, so an edit replaces it) or imported from another
+    tool (``key`` is ``m:<messageId>``)."""
+
+    key: str
+    customer_id: str
+    ts_ms: int
+    seq: int
+    metric: str
+    score: float
+    channel: str
+    survey: str | None = None
+    invitation: str | None = None
+    journey: str | None = None
+    step: str | None = None
+    comment: str | None = None
+    answers: dict[str, Any] = {}
+    segments: list[str] = []
+    """The customer's segments when they answered (metrics by segment)."""
+    revision: int = 1
 
 
 class IdentifierRecord(msgspec.Struct, array_like=True):
@@ -107,3 +130,7 @@ class StateChanges(msgspec.Struct, kw_only=True):
     """(workspace, journey, version, metric) → how much to add."""
     messages: list[OutboundMessage] = []
     """Messages for the dispatcher (the transactional outbox)."""
+    invitations: list[InvitationRecord] = []
+    """Survey invitations decided (sent or suppressed, with the reason)."""
+    feedback: dict[tuple[str, str], FeedbackRow] = {}
+    """(workspace, key) → a feedback answer (an edit replaces its invitation's)."""

@@ -14,11 +14,13 @@ from polku.core.workspace import Credential, KeyKind, Source, Workspace, Workspa
 from polku.ports import (
     AppendBatch,
     AppendResult,
+    DefinitionKind,
     EventPage,
     EventQuery,
     JourneyStatus,
     QuarantineEntry,
     QuarantineStatus,
+    StoredAnswer,
     StoredEvent,
     StoredJourney,
 )
@@ -126,9 +128,10 @@ class MemoryCatalog:
         self._workspaces: dict[str, Workspace] = {}
         self._sources: dict[tuple[str, str], Source] = {}
         self._credentials: dict[str, Credential] = {}
-        self._journeys: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        """(workspace, id) → (body, deployed_at) per version, from version 1."""
-        self._heads: dict[tuple[str, str], tuple[int, JourneyStatus, str]] = {}
+        self._journeys: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+        """(kind, workspace, id) → (body, deployed_at) per version, from version 1."""
+        self._heads: dict[tuple[str, str, str], tuple[int, JourneyStatus, str]] = {}
+        self._answers: dict[tuple[str, str], StoredAnswer] = {}
 
     async def start(self) -> None:
         return None
@@ -199,7 +202,23 @@ class MemoryCatalog:
         return revoked
 
     async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
-        key = (workspace, journey_id)
+        return await self.deploy_definition("journey", workspace, journey_id, body, deployed_at)
+
+    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
+        return await self.definition("journey", workspace, journey_id, version)
+
+    async def journeys(self, workspace: str) -> list[StoredJourney]:
+        return await self.definitions("journey", workspace)
+
+    async def set_journey_status(
+        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    ) -> StoredJourney:
+        return await self.set_definition_status("journey", workspace, journey_id, status, updated_at)
+
+    async def deploy_definition(
+        self, kind: DefinitionKind, workspace: str, item_id: str, body: str, deployed_at: str
+    ) -> tuple[int, bool]:
+        key = (kind, workspace, item_id)
         versions = self._journeys.setdefault(key, [])
         head = self._heads.get(key)
         if head is not None and versions[head[0] - 1][0] == body:
@@ -208,18 +227,20 @@ class MemoryCatalog:
         self._heads[key] = (len(versions), head[1] if head is not None else "active", deployed_at)
         return len(versions), True
 
-    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
-        key = (workspace, journey_id)
+    async def definition(
+        self, kind: DefinitionKind, workspace: str, item_id: str, version: int | None = None
+    ) -> StoredJourney:
+        key = (kind, workspace, item_id)
         head = self._heads.get(key)
         versions = self._journeys.get(key, [])
         number = head[0] if head is not None and version is None else (version or 0)
         if head is None or not 1 <= number <= len(versions):
-            which = f"version {version} of journey" if version is not None else "journey"
-            raise NotFound(f"{which} {journey_id!r} does not exist in workspace {workspace!r}")
+            which = f"version {version} of {kind}" if version is not None else kind
+            raise NotFound(f"{which} {item_id!r} does not exist in workspace {workspace!r}")
         body, deployed_at = versions[number - 1]
         return StoredJourney(
             workspace=workspace,
-            id=journey_id,
+            id=item_id,
             version=number,
             body=body,
             deployed_at=deployed_at,
@@ -229,17 +250,29 @@ class MemoryCatalog:
             versions=tuple(range(1, len(versions) + 1)),
         )
 
-    async def journeys(self, workspace: str) -> list[StoredJourney]:
-        return [await self.journey(w, journey_id) for w, journey_id in sorted(self._heads) if w == workspace]
+    async def definitions(self, kind: DefinitionKind, workspace: str) -> list[StoredJourney]:
+        return [
+            await self.definition(kind, w, item_id)
+            for k, w, item_id in sorted(self._heads)
+            if (k, w) == (kind, workspace)
+        ]
 
-    async def set_journey_status(
-        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    async def set_definition_status(
+        self, kind: DefinitionKind, workspace: str, item_id: str, status: JourneyStatus, updated_at: str
     ) -> StoredJourney:
-        head = self._heads.get((workspace, journey_id))
+        head = self._heads.get((kind, workspace, item_id))
         if head is None:
-            raise NotFound(f"journey {journey_id!r} does not exist in workspace {workspace!r}")
-        self._heads[(workspace, journey_id)] = (head[0], status, updated_at)
-        return await self.journey(workspace, journey_id)
+            raise NotFound(f"{kind} {item_id!r} does not exist in workspace {workspace!r}")
+        self._heads[(kind, workspace, item_id)] = (head[0], status, updated_at)
+        return await self.definition(kind, workspace, item_id)
+
+    async def survey_answer(self, workspace: str, invitation: str) -> StoredAnswer | None:
+        return self._answers.get((workspace, invitation))
+
+    async def record_survey_answer(self, workspace: str, answer: StoredAnswer) -> None:
+        current = self._answers.get((workspace, answer.invitation))
+        if current is None or answer.revision > current.revision:
+            self._answers[(workspace, answer.invitation)] = answer
 
 
 class MemoryLogReader:
@@ -256,6 +289,7 @@ class MemoryLogReader:
         self._journeys: dict[tuple[str, str, int], str] = {}
         self._journey_status: dict[tuple[str, str], str] = {}
         self._journey_changes = 0
+        self._surveys: dict[tuple[str, str], tuple[int, str, str]] = {}
 
     def add(self, workspace: str, event: Event) -> bool:
         if (workspace, event.message_id) in self._message_ids:
@@ -297,6 +331,14 @@ class MemoryLogReader:
 
     def journeys_token(self) -> tuple[object, ...]:
         return (self._journey_changes,)
+
+    def put_survey(self, workspace: str, survey_id: str, version: int, status: str, body: str) -> None:
+        """The current version of a survey (tests)."""
+        self._surveys[(workspace, survey_id)] = (version, status, body)
+        self._journey_changes += 1
+
+    def surveys(self) -> list[tuple[str, str, int, str, str]]:
+        return [(w, i, v, status, body) for (w, i), (v, status, body) in sorted(self._surveys.items())]
 
     def close(self) -> None:
         return None

@@ -13,9 +13,9 @@ import msgspec
 
 from polku.core.channels import OutboundMessage
 from polku.core.identity import LinkEvent
-from polku.core.journey_state import JourneyState, TransitionRecord
+from polku.core.journey_state import InvitationRecord, JourneyState, TransitionRecord
 from polku.core.profile import Profile
-from polku.state import Account, IdentifierRecord, MergeRecord, RefusalRecord, StateChanges, TimelineRow
+from polku.state import Account, FeedbackRow, IdentifierRecord, MergeRecord, RefusalRecord, StateChanges, TimelineRow
 
 T = TypeVar("T")
 _encode = msgspec.msgpack.Encoder().encode
@@ -47,6 +47,8 @@ class MemoryStateStore:
         self.transitions: list[tuple[str, TransitionRecord]] = []
         self.journey_stats: dict[tuple[str, str, int, str], int] = {}
         self.messages: dict[str, OutboundMessage] = {}
+        self.invitations: dict[str, InvitationRecord] = {}
+        self.feedback: dict[tuple[str, str], FeedbackRow] = {}
         self._next_id = 1
 
     def _id(self) -> int:
@@ -57,6 +59,9 @@ class MemoryStateStore:
 
     def salt(self) -> bytes:
         return self._salt
+
+    def survey_secret(self) -> bytes:
+        return self._salt[::-1]
 
     def checkpoint(self) -> int:
         return self._checkpoint
@@ -222,6 +227,11 @@ class MemoryStateStore:
             self.journey_stats[stat] = self.journey_stats.get(stat, 0) + delta
         for message in changes.messages:
             self.messages.setdefault(message.key, message)
+        for invitation in changes.invitations:
+            self.invitations.setdefault(invitation.id, invitation)
+        for key, answer in changes.feedback.items():
+            if key not in self.feedback or answer.seq > self.feedback[key].seq:
+                self.feedback[key] = answer
         self._checkpoint = changes.checkpoint
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
@@ -231,9 +241,9 @@ class MemoryStateStore:
     def reset(self) -> None:
         """Like the SQLite store: the journey records survive (they are not derived
         from the log alone)."""
-        kept = (self._salt, self.journey_states, self.transitions, self.journey_stats, self.messages)
+        kept = (self._salt, self.journey_states, self.transitions, self.journey_stats, self.messages, self.invitations)
         self.__init__()  # type: ignore[misc]
-        self._salt, self.journey_states, self.transitions, self.journey_stats, self.messages = kept
+        self._salt, self.journey_states, self.transitions, self.journey_stats, self.messages, self.invitations = kept
 
     def close(self) -> None:
         return None

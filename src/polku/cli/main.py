@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from polku import __version__
-from polku.cli import data, dispatch, journeys, manage, profiles
+from polku.cli import data, dispatch, journeys, manage, profiles, surveys
 from polku.cli.store import DATA_DIR_HELP, console, fail
 from polku.config import Settings
 from polku.core.errors import PolkuError
@@ -35,6 +35,8 @@ app.add_typer(profiles.identity_app, name="identity")
 app.add_typer(profiles.profiles_app, name="profiles")
 app.add_typer(profiles.accounts_app, name="accounts")
 app.add_typer(journeys.journeys_app, name="journeys")
+app.add_typer(surveys.surveys_app, name="surveys")
+app.add_typer(surveys.feedback_app, name="feedback")
 
 
 def _version(value: bool) -> None:

@@ -86,3 +86,15 @@ class Unavailable(PolkuError):
     def __init__(self, message: str, retry_after: int = 1, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class Forbidden(PolkuError):
+    code = "forbidden"
+    status = 403
+
+
+class Gone(PolkuError):
+    """It existed, and is over (an expired survey link)."""
+
+    code = "gone"
+    status = 410

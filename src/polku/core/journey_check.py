@@ -3,7 +3,7 @@
 ``parse_journey`` checks the document alone; ``check_journey`` adds what only the
 workspace knows, every error still naming the file, the line and the field: the
 document's ``id`` is the one it is deployed as, every action's channel is
-configured, and the entry segment exists. The API (``PUT /v1/journeys/{id}``) and
+configured, the entry segment exists, and every survey step names a deployed survey. The API (``PUT /v1/journeys/{id}``) and
 the CLI (``polku journeys validate``) share it.
 """
 
@@ -27,6 +27,7 @@ def check_journey(
     expected_id: str | None = None,
     channels: Mapping[str, str] | None = None,
     segments: Collection[str] | None = None,
+    surveys: Collection[str] | None = None,
     version: int = 1,
 ) -> Journey:
     """Parse, check and compile ``text``. ``channels`` (name → type) and
@@ -39,7 +40,7 @@ def check_journey(
     if spec.id in RESERVED_IDS:
         raise located(filename, lines, "id", f"id: {spec.id!r} is reserved; pick another id")
     try:
-        journey = compile_journey(spec, version=version, channels=channels)
+        journey = compile_journey(spec, version=version, channels=channels, surveys=surveys)
     except ConfigError as error:
         raise located(filename, lines, str(error.details.get("field") or ""), error.message) from None
     if segments is not None:

@@ -24,9 +24,21 @@ from typing import Any, Final
 from polku.core.channels import FAILED_EVENT, OutboundMessage
 from polku.core.expr import Condition
 from polku.core.journey_spec import END, MAX_STEPS, CompiledAction, CompiledStep, Journey
-from polku.core.journey_state import History, InboxMessage, Instance, JourneyState, Note, Sent, TransitionRecord
+from polku.core.journey_state import (
+    History,
+    InboxMessage,
+    Instance,
+    InvitationRecord,
+    JourneyState,
+    Note,
+    Sent,
+    TransitionRecord,
+)
 from polku.core.policy import Policy, next_time_of_day
 from polku.core.segments import ENTERED_EVENT
+from polku.core.survey_fatigue import Fatigue, FatigueConfig, SurveyMemory
+from polku.core.survey_spec import SURVEY_CHANNEL, Survey
+from polku.core.survey_tokens import make_token
 from polku.core.templates import TemplateError, render_payload
 
 MAX_INBOX: Final = 50
@@ -195,6 +207,21 @@ class Run:
     account_sends: list[Sent] = field(default_factory=list)
     late: bool = False
     """The instance being run woke up later than its journey's ``max_lateness``."""
+    surveys: Mapping[str, Survey] = field(default_factory=dict)
+    """The deployed, active surveys (head versions) by id."""
+    fatigue: Fatigue = field(default_factory=lambda: Fatigue.compile(FatigueConfig()))
+    survey_secret: bytes = b""
+    survey_url: str = ""
+    """The hosted survey page's base (``https://feedback.example.com/s/``)."""
+    locale_trait: str = "locale"
+    answered_ms: int = 0
+    """The person's latest feedback answer (fatigue: ``cooldown:response``)."""
+    account_surveys: Mapping[str, SurveyMemory] = field(default_factory=dict)
+    open_journeys: Callable[[], list[tuple[str, bool]]] = lambda: []
+    """(journey id, does it block surveys) of the person's live instances."""
+    channel_events: Mapping[str, str] = field(default_factory=dict)
+    """A configured channel → the event channel its results (and answers) arrive on."""
+    invitations: list[InvitationRecord] = field(default_factory=list)
 
     def record(self, instance: Instance, kind: str, step: str, detail: str = "") -> None:
         self.transitions.append(
@@ -232,7 +259,7 @@ def _trigger(occurrence: Occurrence) -> dict[str, Any]:
     properties: Any = occurrence.properties
     if len(msgspec.json.encode(properties)) > MAX_TRIGGER_BYTES:
         properties = {}
-    return {**occurrence.as_view(), "properties": properties}
+    return {**occurrence.as_view(), "properties": properties, "seq": occurrence.seq}
 
 
 # --- the entry points -------------------------------------------------------------------
@@ -361,6 +388,7 @@ def merge_states(scope: Scope, survivor: JourneyState, absorbed: JourneyState, r
     survivor.sent = sorted([*survivor.sent, *absorbed.sent], key=lambda sent: sent.ts_ms)
     survivor.notes = sorted([*survivor.notes, *absorbed.notes], key=lambda note: note.ts_ms)[-run.notes_keep :]
     survivor.inbox = sorted([*survivor.inbox, *absorbed.inbox], key=lambda message: message.ts_ms)[-MAX_INBOX:]
+    survivor.surveys = survivor.surveys.merged(absorbed.surveys)
     schedule(scope, survivor, run)
 
 
@@ -396,6 +424,8 @@ def _try_enter(
     scope: Scope, state: JourneyState, journey: Journey, occurrence: Occurrence, event: dict[str, Any], run: Run
 ) -> bool:
     if journey.id in state.instances:
+        if journey.survey_rule:
+            _pending_survey(journey, occurrence, event, run)
         return False
     history = state.history.get(journey.id)
     if history is not None and history.entries:
@@ -436,6 +466,30 @@ def _try_enter(
     run.count(journey.id, journey.version, "entered:holdout" if holdout else "entered")
     _arrive(scope, state, journey, instance, run, event)
     return True
+
+
+def _pending_survey(journey: Journey, occurrence: Occurrence, event: dict[str, Any], run: Run) -> None:
+    """A survey's trigger fired again while its first firing still waits for its
+    delay: not a second invitation, but recorded, as every invitation not sent is."""
+    if journey.entry_when is not None:
+        context = {**run.view(), "event": event, "trigger": event, "journey": {"id": journey.id}}
+        if not journey.entry_when(context):
+            return
+    survey = run.surveys.get(journey.survey_rule)
+    run.invitations.append(
+        InvitationRecord(
+            id=_digest(f"{run.workspace}|{run.holder}|{journey.id}|pending|{occurrence.seq}|{occurrence.ts_ms}"),
+            workspace=run.workspace,
+            customer_id=run.customer_id,
+            survey=journey.survey_rule,
+            version=survey.version if survey is not None else 0,
+            metric=survey.metric if survey is not None else "",
+            status="suppressed",
+            created_ms=run.now,
+            reason="pending",
+            trigger={"seq": occurrence.seq, "name": occurrence.name, "channel": occurrence.channel, "ts": occurrence.ts_ms},
+        )
+    )
 
 
 def _end(state: JourneyState, instance: Instance, reason: str, run: Run) -> None:
@@ -507,6 +561,11 @@ def _run_steps(
         elif step.kind == "action":
             assert step.action is not None
             if not _act(journey, instance, step, step.action, context, run):
+                return  # held until the quiet hours end
+            target = step.next
+        elif step.kind == "survey":
+            assert step.survey is not None
+            if not _invite(journey, instance, step, context, run):
                 return  # held until the quiet hours end
             target = step.next
         elif step.kind == "update_profile":
@@ -614,6 +673,184 @@ def _act(
         run.person.sent = [*run.policy.prune(run.person.sent, run.now), sent]
         run.account_sends.append(sent)
     return outcome("sent", key)
+
+
+def _invite(journey: Journey, instance: Instance, step: CompiledStep, context: dict[str, Any], run: Run) -> bool:
+    """A ``survey`` step: invite the customer unless sampling, fatigue control or
+    the contact policy (purpose ``surveys``) says no — every invitation not sent is
+    recorded with its reason. ``False`` when the invitation waits for quiet hours."""
+    survey_id = step.survey or ""
+    survey = run.surveys.get(survey_id)
+    key = _digest(f"{run.workspace}|{run.holder}|{instance.id}|{step.id}|{instance.visits}")
+    traits = context.get("traits") or {}
+    trigger = instance.trigger or {}
+    record = InvitationRecord(
+        id=key,
+        workspace=run.workspace,
+        customer_id=run.customer_id,
+        survey=survey_id,
+        version=survey.version if survey is not None else 0,
+        metric=survey.metric if survey is not None else "",
+        status="suppressed",
+        created_ms=run.now,
+        journey="" if journey.survey_rule else journey.id,
+        journey_version=0 if journey.survey_rule else journey.version,
+        step="" if journey.survey_rule else step.id,
+        instance="" if journey.survey_rule else instance.id,
+        trigger={name: trigger.get(name) for name in ("seq", "name", "channel", "ts") if name in trigger},
+        account=run.holder.removeprefix("account:") if run.holder != run.customer_id else "",
+    )
+
+    def outcome(result: str, reason: str = "") -> bool:
+        record.reason = reason
+        if result == "sent":
+            record.status = "sent"
+        run.invitations.append(record)
+        detail = f"{result}: {reason or key}" if result != "sent" else f"sent: {key}"
+        run.record(instance, "survey", step.id, detail)
+        run.count(journey.id, journey.version, f"survey:{step.id}:{result if result != 'skipped' else reason}")
+        return True
+
+    if survey is None:
+        return outcome("skipped", "survey_unavailable")
+    if instance.holdout:
+        return outcome("skipped", "holdout")
+    if run.late:
+        return outcome("skipped", "late")
+    if survey.sample < 1 and _share(f"sample|{survey.id}|{key}") >= survey.sample:
+        return outcome("skipped", "sampled_out")
+    channel, to = _survey_channel(survey, step.survey_channel, str(trigger.get("channel") or ""), traits, run)
+    if channel is None:
+        return outcome("skipped", "no_channel")
+    record.channel = channel
+    refusal = run.fatigue.refusal(
+        survey=survey.id,
+        recontact_ms=survey.recontact_ms,
+        person=run.person.surveys,
+        answered_ms=run.answered_ms,
+        accounts=run.account_surveys,
+        open_journeys=[item for item in run.open_journeys() if item[0] != journey.id],
+        now_ms=run.now,
+    )
+    if refusal is not None:
+        return outcome("skipped", refusal)
+    verdict = run.policy.check(
+        channel=channel,
+        purpose="surveys",
+        view=context,
+        sent=run.person.sent,
+        account_sent=run.account_sent,
+        now_ms=run.now,
+    )
+    if verdict.kind == "skip":
+        return outcome("skipped", verdict.reason)
+    if verdict.kind == "hold":
+        instance.due_ms = verdict.until_ms
+        if not instance.held:
+            instance.held = verdict.reason
+            run.record(instance, "survey", step.id, f"held: {verdict.reason} until {verdict.until_ms}")
+            run.count(journey.id, journey.version, f"survey:{step.id}:held")
+        return False
+    instance.held = ""
+    locale = survey.locale_for(traits.get(run.locale_trait))
+    expires_ms = (run.now + survey.expires_ms) // 1000 * 1000
+    token = make_token(run.survey_secret, key, expires_ms)
+    link = run.survey_url + token
+    record.locale = locale
+    record.expires_ms = expires_ms
+    record.event_channel = run.channel_events.get(channel, channel)
+    survey_view = {
+        "id": survey.id,
+        "name": survey.spec.name,
+        "metric": survey.metric,
+        "question": survey.question_text(locale),
+        "link": link,
+        "token": token,
+        "invitation": key,
+        "locale": locale,
+        "expires": expires_ms,
+    }
+    template_context = {**context, "customer_id": run.customer_id, "survey": survey_view}
+    channel_type = SURVEY_CHANNEL if channel == SURVEY_CHANNEL else run.channel_types.get(channel, "")
+    try:
+        if channel_type == "smtp":
+            subject: str | None = survey.subject[locale].render(template_context)
+            body: str | None = survey.body[locale].render(template_context)
+            html = survey.html[locale].render(template_context) if locale in survey.html else None
+            payload: Any = None
+        else:
+            subject = html = None
+            body = survey.text[locale].render(template_context)
+            payload = {
+                "to": to,
+                "text": body,
+                "survey": survey.id,
+                "invitation": key,
+                "link": link,
+                "customer_id": run.customer_id,
+                "locale": locale,
+            }
+    except TemplateError as error:
+        return outcome("skipped", f"template_error: {error.message}")
+    if channel_type != SURVEY_CHANNEL:
+        run.messages.append(
+            OutboundMessage(
+                key=key,
+                workspace=run.workspace,
+                customer_id=run.customer_id,
+                channel=channel,
+                purpose="surveys",
+                journey=journey.id,
+                version=journey.version,
+                step=step.id,
+                message=f"survey:{survey.id}",
+                created_ms=run.now,
+                to=to,
+                subject=subject,
+                body=body,
+                html=html,
+                payload=payload,
+                account=record.account or None,
+            )
+        )
+    sent = Sent(run.now, channel, "surveys")
+    run.person.sent = [*run.policy.prune(run.person.sent, run.now), sent]
+    run.account_sends.append(sent)
+    run.person.surveys.remember(survey.id, run.now, run.fatigue.account_window_ms)
+    return outcome("sent")
+
+
+IN_APP_EVENT_CHANNELS: Final = frozenset({"app", "web", "in_app"})
+"""Where a customer is when an in-app survey is the channel they are in."""
+
+
+def _survey_channel(
+    survey: Survey, wanted: str | None, trigger_channel: str, traits: Mapping[str, Any], run: Run
+) -> tuple[str | None, str | None]:
+    """The channel to ask in and the address: the one named (the step's, or the
+    trigger's); else the channel the customer is in (the survey channel whose event
+    channel is the triggering event's; ``in_app`` for ``app`` and ``web``); else the
+    first of the survey's channels that can reach the customer (an email address
+    for smtp, a phone number for a webhook; in-app always)."""
+    candidates = [wanted] if wanted else list(survey.channels)
+    if not wanted and trigger_channel:
+        here = [
+            channel
+            for channel in candidates
+            if run.channel_events.get(channel, channel) == trigger_channel
+            or (channel == SURVEY_CHANNEL and trigger_channel in IN_APP_EVENT_CHANNELS)
+        ]
+        candidates = here + [channel for channel in candidates if channel not in here]
+    for channel in candidates:
+        if channel == SURVEY_CHANNEL:
+            return channel, None
+        channel_type = run.channel_types.get(channel)
+        if channel_type is None:
+            continue
+        address = traits.get(DEFAULT_ADDRESS.get(channel_type, ""))
+        if address not in (None, ""):
+            return channel, str(address)
+    return None, None
 
 
 def _message(

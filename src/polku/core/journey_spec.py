@@ -11,7 +11,7 @@ deployed version.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
@@ -24,7 +24,7 @@ from polku.core.segments import SEGMENT_ROOTS
 from polku.core.templates import Template, compile_template
 
 ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
-STEP_KINDS: Final = ("wait", "wait_for", "branch", "split", "action", "update_profile", "exit")
+STEP_KINDS: Final = ("wait", "wait_for", "branch", "split", "action", "survey", "update_profile", "exit")
 END: Final = "end"
 """The name of the end of a journey, as a ``next``."""
 JOURNEY_ROOTS: Final = SEGMENT_ROOTS | {"event", "trigger", "journey"}
@@ -105,6 +105,16 @@ class Action(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How long an in-app message stays queued (``7d`` without it)."""
 
 
+class SurveyStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Invite the customer to a survey (docs/surveys.md): fatigue control and the
+    contact policy (purpose ``surveys``) decide whether the invitation goes."""
+
+    id: str
+    channel: str | None = None
+    """The channel to ask in (the first of the survey's channels that reaches the
+    customer without it)."""
+
+
 class Exit(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     event: str | None = None
     when: str | None = None
@@ -127,6 +137,7 @@ class Step(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     branch: list[Case] | None = None
     split: list[Arm] | None = None
     action: Action | None = None
+    survey: str | SurveyStep | None = None
     update_profile: dict[str, str] | None = None
     """Trait name → expression; the value is written to the profile."""
     exit: bool | None = None
@@ -155,6 +166,8 @@ class JourneySpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     skips the actions it leads to (recorded as ``skipped:late``); without it, late
     waits act as soon as they fire."""
     migrate: Migration | None = None
+    blocks_surveys: bool = False
+    """While a customer is in this journey (an open complaint), no survey asks them."""
 
 
 # --- compiled form --------------------------------------------------------------------
@@ -177,6 +190,8 @@ class CompiledStep:
     arms: tuple[tuple[str, float, str], ...] = ()
     action: CompiledAction | None = None
     updates: tuple[tuple[str, Expression], ...] = ()
+    survey: str | None = None
+    survey_channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +240,10 @@ class Journey:
     keep its entry event's properties)."""
     exit_events: frozenset[str] = frozenset()
     exits_on_any_event: bool = False
+    blocks_surveys: bool = False
+    survey_rule: str = ""
+    """For the journeys polku makes of a survey's triggers: the survey's id (the
+    journey's id is ``survey:<survey>:<trigger>``)."""
 
     @property
     def events(self) -> frozenset[str]:
@@ -270,14 +289,24 @@ def _error(path: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {message}", field=path)
 
 
-def validate_journey(spec: JourneySpec, *, channels: Mapping[str, str] | None = None) -> None:
+def validate_journey(
+    spec: JourneySpec, *, channels: Mapping[str, str] | None = None, surveys: Collection[str] | None = None
+) -> None:
     """Semantic checks (references, cycles, durations, conditions, templates); with
-    ``channels`` (name → type), every action's channel must be configured."""
-    compile_journey(spec, version=1, channels=channels)
+    ``channels`` (name → type), every action's channel must be configured; with
+    ``surveys``, every survey step must name a deployed survey."""
+    compile_journey(spec, version=1, channels=channels, surveys=surveys)
 
 
-def compile_journey(spec: JourneySpec, *, version: int, channels: Mapping[str, str] | None = None) -> Journey:
-    if not ID_PATTERN.fullmatch(spec.id):
+def compile_journey(
+    spec: JourneySpec,
+    *,
+    version: int,
+    channels: Mapping[str, str] | None = None,
+    surveys: Collection[str] | None = None,
+    rule_of: str = "",
+) -> Journey:
+    if not ID_PATTERN.fullmatch(spec.id) and not rule_of:
         raise _error("id", f"{spec.id!r} must be 1-63 lower-case letters, digits, '-' or '_'")
     entry = spec.entry
     kinds = [name for name in ("event", "segment", "schedule") if getattr(entry, name) is not None]
@@ -300,7 +329,7 @@ def compile_journey(spec: JourneySpec, *, version: int, channels: Mapping[str, s
             )
         if step.id in ids[:index]:
             raise _error(f"steps[{index}].id", f"step id {step.id!r} is used twice")
-    steps = {step.id: _compile_step(step, index, ids, channels) for index, step in enumerate(spec.steps)}
+    steps = {step.id: _compile_step(step, index, ids, channels, surveys) for index, step in enumerate(spec.steps)}
     _check_cycles(steps, ids)
     when = _condition(entry.when, "entry.when")
     exits = tuple(
@@ -350,6 +379,8 @@ def compile_journey(spec: JourneySpec, *, version: int, channels: Mapping[str, s
         uses_trigger=_reads_trigger(journey),
         exit_events=frozenset(name for name, _, _ in exits if name),
         exits_on_any_event=any(name is None for name, _, _ in exits),
+        blocks_surveys=spec.blocks_surveys,
+        survey_rule=rule_of,
     )
 
 
@@ -357,6 +388,8 @@ def _reads_trigger(journey: Journey) -> bool:
     conditions: list[Condition | Expression | None] = [journey.entry_when, journey.goal_when]
     conditions.extend(condition for _, condition, _ in journey.exits)
     texts: list[str] = []
+    if any(step.kind == "survey" for step in journey.steps.values()):
+        return True  # an invitation links its answer to the triggering event
     for step in journey.steps.values():
         conditions.append(step.condition)
         conditions.extend(condition for condition, _ in step.cases)
@@ -397,7 +430,9 @@ def _time_of_day(text: str, where: str) -> int:
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
-def _compile_step(step: Step, index: int, ids: list[str], channels: Mapping[str, str] | None) -> CompiledStep:
+def _compile_step(
+    step: Step, index: int, ids: list[str], channels: Mapping[str, str] | None, surveys: Collection[str] | None
+) -> CompiledStep:
     where = f"steps[{index}]"
     kinds = [kind for kind in STEP_KINDS if getattr(step, kind) is not None]
     if len(kinds) != 1:
@@ -483,6 +518,16 @@ def _compile_step(step: Step, index: int, ids: list[str], channels: Mapping[str,
         return CompiledStep(
             step.id, kind, index, next_step, action=_compile_action(step.action, step.id, f"{where}.action", channels)
         )
+    if kind == "survey":
+        survey = step.survey if isinstance(step.survey, SurveyStep) else SurveyStep(id=str(step.survey))
+        if not ID_PATTERN.fullmatch(survey.id):
+            raise _error(f"{where}.survey", f"{survey.id!r} is not a survey id")
+        if surveys is not None and survey.id not in surveys:
+            known = ", ".join(sorted(surveys)) or "none deployed"
+            raise _error(f"{where}.survey", f"unknown survey {survey.id!r} (surveys: {known})")
+        if survey.channel is not None and not ID_PATTERN.fullmatch(survey.channel):
+            raise _error(f"{where}.survey.channel", f"{survey.channel!r} is not a channel name")
+        return CompiledStep(step.id, kind, index, next_step, survey=survey.id, survey_channel=survey.channel)
     if kind == "update_profile":
         updates = step.update_profile or {}
         if not updates:

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import msgspec
 
+from polku.core.survey_fatigue import SurveyMemory
+
 ACCOUNT_PREFIX: Final = "account:"
 
 
@@ -90,6 +92,8 @@ class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     inbox: list[InboxMessage] = []
     schedule_due_ms: int = 0
     """The next tick of a scheduled journey this holder's segments qualify for."""
+    surveys: SurveyMemory = msgspec.field(default_factory=SurveyMemory)
+    """Survey invitations sent (fatigue control)."""
 
     def next_due(self) -> int:
         """The earliest moment something happens without an event (0: never)."""
@@ -114,3 +118,31 @@ class TransitionRecord(msgspec.Struct, kw_only=True, array_like=True):
     kind: str
     step: str
     detail: str = ""
+
+
+class InvitationRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One survey invitation decided: ``status`` ``sent``, or ``suppressed`` with the
+    ``reason`` (every invitation not sent is recorded with why)."""
+
+    id: str
+    workspace: str
+    customer_id: str
+    survey: str
+    version: int
+    status: str
+    created_ms: int
+    reason: str = ""
+    metric: str = ""
+    channel: str = ""
+    event_channel: str = ""
+    """The channel the answer arrives on (the delivery channel's event channel)."""
+    expires_ms: int = 0
+    locale: str = ""
+    journey: str = ""
+    """The journey of the ``survey`` step (empty for a survey's own trigger)."""
+    journey_version: int = 0
+    step: str = ""
+    instance: str = ""
+    trigger: dict[str, Any] = {}
+    """The event that started it: ``seq``, ``name``, ``channel``, ``ts``."""
+    account: str = ""

@@ -22,6 +22,7 @@ from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, SYSTEM_CHANNEL
 from polku.core.identity import IdentityRules, validate_rules
 from polku.core.policy import Policy, PolicyConfig
 from polku.core.segments import SegmentSet, SegmentSpec
+from polku.core.survey_fatigue import Fatigue, SurveysConfig
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 KeyKind = Literal["write", "admin"]
@@ -125,6 +126,8 @@ class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent_notes: AgentNotes = msgspec.field(default_factory=AgentNotes)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     """The contact policy (docs/contact-policy.md)."""
+    surveys: SurveysConfig = msgspec.field(default_factory=SurveysConfig)
+    """Survey links and fatigue control (docs/surveys.md)."""
 
 
 class Workspace(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,6 +184,13 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
     parse_duration(config.agent_view.lookback, "agent_view.lookback")
     validate_channels(config.channels, config.agent_notes)
     Policy(config.policy)
+    Fatigue.compile(config.surveys.fatigue)
+    base_url = config.surveys.base_url
+    if base_url is not None and not re.match(r"https?://[^/\s]+(/\S*)?$", base_url):
+        raise ConfigError(
+            f"surveys.base_url: {base_url!r} must be an http(s) address, e.g. https://feedback.example.com",
+            field="surveys.base_url",
+        )
     return config
 
 

@@ -284,7 +284,11 @@ class IdentityChanger:
                 if row.anchor.startswith("customer:"):
                     about = row.anchor[9:]
                     target: str | None = retired.get(about) or processor.redirect(workspace, about)
-                    row = TimelineRow(row.ts_ms, row.seq, f"customer:{target}", row.type, row.name, row.channel, True)
+                    # Internal rows, and events written for the customer (survey
+                    # answers, which stay part of the profile), follow the customer.
+                    row = TimelineRow(
+                        row.ts_ms, row.seq, f"customer:{target}", row.type, row.name, row.channel, row.internal
+                    )
                 else:
                     target = owner_of(row.anchor)
                 if target is None:

@@ -29,6 +29,7 @@ async def check_for_workspace(
         expected_id=journey_id,
         channels={name: channel.type for name, channel in config.channels.items()},
         segments=config.segments.keys(),
+        surveys=[survey.id for survey in await catalog.definitions("survey", workspace_id)],
         version=version,
     )
     return journey, version

@@ -12,21 +12,29 @@ holder whose either part moved.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from polku.core.events import SYSTEM_CHANNEL
 from polku.core.journey_engine import EMPTY_SCOPE, Occurrence, Run, Scope, merge_states, on_event, on_time, schedule
-from polku.core.journey_spec import Journey, compile_journey, parse_journey
+from polku.core.journey_spec import Entry, Journey, JourneySpec, Step, SurveyStep, compile_journey, parse_journey
 from polku.core.journey_state import ACCOUNT_PREFIX, JourneyState, account_holder
 from polku.core.profile import Profile
 from polku.core.segments import ENTERED_EVENT
+from polku.core.survey_fatigue import latest_answer
+from polku.core.survey_spec import Survey, Trigger, compile_survey, parse_survey
 from polku.engine.runtime import WorkspaceRuntime
 
 if TYPE_CHECKING:
     from polku.engine.processor import Processor
 
 log = logging.getLogger("polku.journeys")
+SURVEY_JOURNEY_PREFIX: Final = "survey:"
+DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8000"
+"""Where survey links point when neither the workspace (``surveys.base_url``) nor
+the server (``POLKU_PUBLIC_URL``) says."""
 MAX_CASCADE: Final = 1000
 """Segment entries one event may set off (a journey's profile update can enter a
 segment, which can start a journey …): a guard against a runaway loop."""
@@ -43,6 +51,11 @@ class JourneyRunner:
         self.dirty: set[tuple[str, str]] = set()
         self.segment_entries: list[tuple[str, str, str, int]] = []
         """(workspace, customer, segment, seq) entered during this event."""
+        self.surveys: dict[str, dict[str, Survey]] = {}
+        """Workspace → its active surveys (current versions) by id."""
+        self._compiled_surveys: dict[tuple[str, str, int, str], Survey] = {}
+        self.survey_secret = processor.store.survey_secret()
+        self.public_url = os.environ.get("POLKU_PUBLIC_URL") or DEFAULT_PUBLIC_URL
 
     # -- deployed journeys ---------------------------------------------------------------
 
@@ -67,6 +80,8 @@ class JourneyRunner:
             compiled[cache_key] = journey
             by_workspace.setdefault(workspace, []).append((journey, status, heads[(workspace, journey_id)] == version))
         self._compiled = compiled
+        for workspace, items in self._survey_journeys().items():
+            by_workspace.setdefault(workspace, []).extend(items)
         self.scopes = {
             workspace: (
                 Scope.build(item for item in items if not item[0].per_account),
@@ -75,6 +90,30 @@ class JourneyRunner:
             for workspace, items in by_workspace.items()
         }
         self._token = token
+
+    def _survey_journeys(self) -> dict[str, list[tuple[Journey, str, bool]]]:
+        """The deployed surveys, and a journey for each of their triggers: enter on
+        the event (and condition), wait the delay, ask (``survey:<id>:<n>``). Their
+        version stays 1 across the survey's versions, so a customer waiting for
+        the delay is asked by the survey's version of the moment."""
+        surveys: dict[str, dict[str, Survey]] = {}
+        compiled: dict[tuple[str, str, int, str], Survey] = {}
+        journeys: dict[str, list[tuple[Journey, str, bool]]] = {}
+        for workspace, survey_id, version, status, body in self.processor.reader.surveys():
+            runtime = self.processor.runtime(workspace)
+            key = (workspace, survey_id, version, body)
+            survey = self._compiled_surveys.get(key) or _compile_survey(body, survey_id, version, runtime)
+            if survey is None:
+                continue
+            compiled[key] = survey
+            if status == "active":
+                surveys.setdefault(workspace, {})[survey_id] = survey
+            for index, trigger in enumerate(survey.spec.triggers):
+                journey = survey_trigger_journey(survey, index, trigger)
+                journeys.setdefault(workspace, []).append((journey, status, True))
+        self._compiled_surveys = compiled
+        self.surveys = surveys
+        return journeys
 
     def scopes_of(self, workspace: str) -> tuple[Scope, Scope]:
         return self.scopes.get(workspace, (EMPTY_SCOPE, EMPTY_SCOPE))
@@ -242,6 +281,22 @@ class JourneyRunner:
                 for account_id in sorted(profile.accounts)
             }
         segments = profile.segments if profile is not None else {}
+        scope = self.scopes_of(workspace)[0]
+
+        def open_journeys() -> list[tuple[str, bool]]:
+            found = []
+            for journey_id, instance in person.instances.items():
+                journey = scope.journey(journey_id, instance.version)
+                found.append((journey_id, journey is not None and journey.blocks_surveys))
+            return found
+
+        account_surveys: Mapping[str, Any] = {}
+        if profile is not None and runtime.fatigue.account_max is not None:
+            account_surveys = {
+                account_id: (self.state(workspace, account_holder(account_id)) or JourneyState()).surveys
+                for account_id in sorted(profile.accounts)
+            }
+        base = (runtime.survey_base_url or self.public_url).rstrip("/")
         return Run(
             workspace=workspace,
             holder=holder,
@@ -257,6 +312,15 @@ class JourneyRunner:
             notes_keep=runtime.notes_keep,
             entries=lambda journey_id: self.entry_count(workspace, journey_id),
             in_segments=lambda segment: segment in segments,
+            surveys=self.surveys.get(workspace, {}),
+            fatigue=runtime.fatigue,
+            survey_secret=self.survey_secret,
+            survey_url=f"{base}/s/",
+            locale_trait=runtime.locale_trait,
+            answered_ms=latest_answer(profile.feedback) if profile is not None else 0,
+            account_surveys=account_surveys,
+            open_journeys=open_journeys,
+            channel_events=runtime.channel_events,
         )
 
     def _finish(
@@ -275,13 +339,24 @@ class JourneyRunner:
         before = state.schedule_due_ms
         if profile is not None:
             schedule(self.scopes_of(workspace)[1 if holder.startswith(ACCOUNT_PREFIX) else 0], state, run)
-        if not (force or run.transitions or run.stats or run.messages or state.schedule_due_ms != before):
+        if not (
+            force or run.transitions or run.stats or run.messages or run.invitations or state.schedule_due_ms != before
+        ):
             return
         self.put(workspace, holder, state)
         if run.person is not state:
             self.put(workspace, run.customer_id, run.person)
         changes.transitions.extend((workspace, record) for record in run.transitions)
         changes.messages.extend(run.messages)
+        changes.invitations.extend(run.invitations)
+        sent_surveys = [record for record in run.invitations if record.status == "sent"]
+        if sent_surveys and profile is not None and runtime.fatigue.account_max is not None:
+            for account_id in sorted(profile.accounts):
+                account = account_holder(account_id)
+                account_state = self.state(workspace, account) or JourneyState()
+                for record in sent_surveys:
+                    account_state.surveys.remember(record.survey, record.created_ms, runtime.fatigue.account_window_ms)
+                self.put(workspace, account, account_state)
         for (journey_id, version, metric), delta in run.stats.items():
             key = (workspace, journey_id, version, metric)
             changes.journey_stats[key] = changes.journey_stats.get(key, 0) + delta
@@ -331,6 +406,35 @@ def _unscheduled(scope: Scope, state: JourneyState | None, profile: Profile) -> 
     if not scope.scheduled or (state is not None and state.schedule_due_ms):
         return False
     return any(journey.entry_segment in profile.segments for journey in scope.scheduled)
+
+
+def survey_trigger_journey(survey: Survey, index: int, trigger: Trigger) -> Journey:
+    steps = []
+    if trigger.delay.strip() not in ("0", "0s", "0m", "0h", "0d"):
+        steps.append(Step(id="delay", wait=trigger.delay))
+    steps.append(Step(id="ask", survey=SurveyStep(id=survey.id, channel=trigger.channel)))
+    spec = JourneySpec(
+        id=f"survey-{survey.id}-{index}",
+        name=f"survey {survey.id}: trigger {index + 1}",
+        entry=Entry(event=trigger.event, when=trigger.when, reentry="always"),
+        steps=steps,
+    )
+    journey = compile_journey(spec, version=1, rule_of=survey.id)
+    return replace(journey, id=f"{SURVEY_JOURNEY_PREFIX}{survey.id}:{index}")
+
+
+def _compile_survey(body: str, survey_id: str, version: int, runtime: WorkspaceRuntime) -> Survey | None:
+    """A stored version (validated when deployed); like a journey, it runs without
+    today's channel check rather than not at all."""
+    try:
+        spec = parse_survey(body, filename=f"{survey_id}.yaml")
+        try:
+            return compile_survey(spec, version=version, channels=runtime.channel_types)
+        except Exception:
+            return compile_survey(spec, version=version)
+    except Exception:
+        log.exception("survey %s version %d does not compile; it is not run", survey_id, version)
+        return None
 
 
 def _compile(body: str, journey_id: str, version: int, runtime: WorkspaceRuntime) -> Journey | None:

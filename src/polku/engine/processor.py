@@ -39,11 +39,18 @@ from polku.core.identity import (
 )
 from polku.core.journey_engine import Occurrence
 from polku.core.journey_state import ACCOUNT_PREFIX
-from polku.core.profile import Profile, apply_event, condition_view, facts_of
+from polku.core.profile import Profile, apply_event, condition_view, facts_of, feedback_of
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT, Needs
 from polku.engine.identity_change import IdentityChanger
 from polku.engine.journey_runner import JourneyRunner
-from polku.engine.runtime import SEGMENT_RECHECK_MS, WorkspaceRuntime, internal_customer, internal_event
+from polku.engine.runtime import (
+    SEGMENT_RECHECK_MS,
+    WorkspaceRuntime,
+    as_customer,
+    feedback_row,
+    internal_customer,
+    internal_event,
+)
 from polku.ports import LogReader, StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
@@ -347,6 +354,15 @@ class Processor:
         runtime = self.runtime(workspace)
         internal = internal_customer(event)
         ts = time_millis(event.timestamp)
+        if internal is not None and as_customer(event):
+            # Written by polku for the customer (a survey answer): theirs by id.
+            customer_id = self.redirect(workspace, internal)
+            try:
+                profile = self.profile(workspace, customer_id)
+            except LookupError:
+                return
+            self._apply(seq, workspace, runtime, event, ts, profile, "customer:" + customer_id)
+            return
         if internal is not None or event.source == "polku":
             if internal is not None:
                 self.record_internal(workspace, seq, ts, event, internal)
@@ -357,6 +373,14 @@ class Processor:
         self._recorded_links.clear()
         customer_id = self.resolve(workspace, runtime, identifiers, (ts, event.message_id), seq)
         profile = self.profile(workspace, customer_id)
+        self._apply(seq, workspace, runtime, event, ts, profile, identifiers[0])
+
+    def _apply(
+        self, seq: int, workspace: str, runtime: WorkspaceRuntime, event: Event, ts: int, profile: Profile, anchor: str
+    ) -> None:
+        """Fold an event of a known customer into their profile, timeline, segments,
+        feedback and journeys."""
+        customer_id = profile.customer_id
         for set_hash, link_key in self._recorded_links:
             if len(profile.links) >= MAX_KNOWN_LINKS:
                 profile.links.clear()
@@ -369,11 +393,16 @@ class Processor:
         self.put_profile(workspace, profile)
         name = event.event if event.type == "track" else event.name
         self.changes.timeline.setdefault((workspace, customer_id), []).append(
-            TimelineRow(ts, seq, identifiers[0], event.type, name, event.channel)
+            TimelineRow(ts, seq, anchor, event.type, name, event.channel)
         )
+        answer = feedback_of(facts, runtime.feedback_event)
+        if answer is not None:
+            row = feedback_row(event, facts, answer, profile, seq)
+            self.changes.feedback[(workspace, row.key)] = row
         if group_id is not None:
             self.apply_group(workspace, runtime, group_id, event, seq, ts, customer_id)
         self.evaluate(workspace, runtime, profile, changed, trigger=str(seq))
+        self._recorded_links.clear()
         occurrence = Occurrence(name, event.type, event.channel, event.properties or event.traits or {}, ts, seq)
         self.journeys.after_event(workspace, runtime, profile, occurrence)
 

@@ -7,12 +7,17 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
-from polku.core.attributes import AttributeSet, parse_duration
+import msgspec
+
+from polku.core.attributes import AttributeSet, EventFacts, parse_duration
 from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import IdentityRules
 from polku.core.policy import Policy
+from polku.core.profile import Profile
 from polku.core.segments import SegmentSet
+from polku.core.survey_fatigue import Fatigue
 from polku.core.workspace import AgentViewRules, WorkspaceConfig
+from polku.state import FeedbackRow
 
 INTERNAL_SOURCE: Final = "polku"
 """The source of events polku writes into the log itself."""
@@ -36,6 +41,11 @@ class WorkspaceRuntime:
     """Configured channel name → connector type (``smtp``, ``webhook``)."""
     notes_forward: str | None
     notes_keep: int
+    fatigue: Fatigue
+    survey_base_url: str | None
+    locale_trait: str
+    channel_events: dict[str, str]
+    """A configured channel → the event channel of its results and answers."""
 
     @classmethod
     def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
@@ -55,6 +65,10 @@ class WorkspaceRuntime:
             channel_types={name: channel.type for name, channel in config.channels.items()},
             notes_forward=config.agent_notes.forward_to,
             notes_keep=config.agent_notes.keep,
+            fatigue=Fatigue.compile(config.surveys.fatigue),
+            survey_base_url=config.surveys.base_url,
+            locale_trait=config.surveys.locale_trait,
+            channel_events={name: channel.channel or name for name, channel in config.channels.items()},
         )
 
     @property
@@ -87,6 +101,31 @@ def internal_event(
     )
 
 
+def customer_event(
+    name: str,
+    customer_id: str,
+    ts_ms: int,
+    identity: str,
+    properties: dict[str, Any],
+    channel: str,
+) -> Event:
+    """An event polku writes *for* a customer — a survey answer given on its page —
+    that the processor applies as the customer's own (profile, segments, journeys),
+    found by customer id rather than by identifiers."""
+    event = internal_event(name, customer_id, ts_ms, identity, properties, ts_ms, channel)
+    properties = dict(event.properties or {})
+    properties.pop("customer_id", None)
+    return msgspec.structs.replace(
+        event, properties=properties, context={"polku": {"customer_id": customer_id, "as_customer": True}}
+    )
+
+
+def as_customer(event: Event) -> bool:
+    """Whether an internal event is one the customer made (``customer_event``)."""
+    polku = (event.context or {}).get("polku")
+    return isinstance(polku, dict) and polku.get("as_customer") is True
+
+
 def internal_customer(event: Event) -> str | None:
     """The customer an internal event is about, or ``None`` for an outside event."""
     if event.source != INTERNAL_SOURCE or not event.context:
@@ -94,3 +133,36 @@ def internal_customer(event: Event) -> str | None:
     polku = event.context.get("polku")
     customer_id = polku.get("customer_id") if isinstance(polku, dict) else None
     return customer_id if isinstance(customer_id, str) else None
+
+
+def feedback_row(event: Event, facts: EventFacts, answer: tuple[str, float], profile: Profile, seq: int) -> FeedbackRow:
+    """The metrics' record of a feedback event: an answer to an invitation is keyed
+    by the invitation (an edit replaces it); feedback imported from another tool by
+    its messageId."""
+    properties = facts.properties
+    invitation = properties.get("invitation")
+    invitation = invitation if isinstance(invitation, str) and 0 < len(invitation) <= 64 else None
+    comment = properties.get("comment")
+    answers = properties.get("answers")
+    revision = properties.get("revision")
+    return FeedbackRow(
+        key=invitation or f"m:{event.message_id}",
+        customer_id=profile.customer_id,
+        ts_ms=facts.ts_ms,
+        seq=seq,
+        metric=answer[0],
+        score=answer[1],
+        channel=facts.channel,
+        survey=_text(properties.get("survey")),
+        invitation=invitation,
+        journey=_text(properties.get("journey")),
+        step=_text(properties.get("step")),
+        comment=comment[:5000] if isinstance(comment, str) else None,
+        answers=answers if isinstance(answers, dict) and len(answers) <= 20 else {},
+        segments=sorted(profile.segments)[:100],
+        revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else 1,
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= 256 else None

@@ -14,6 +14,7 @@ from polku import __version__
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, BatchEnvelope, Event, RawMessage
 from polku.core.journey_spec import JourneySpec
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
+from polku.core.survey_spec import SurveySpec
 from polku.core.workspace import NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
 from polku.web.admin_routes import KeyRequest, SourceRequest
@@ -254,9 +255,25 @@ def _journey_paths() -> dict[str, Any]:
     }
 
 
+def survey_paths() -> dict[str, Any]:
+    from polku.web.openapi_surveys import survey_paths as paths  # it imports this module's helpers
+
+    return paths()
+
+
 def build_openapi() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [RawMessage, BatchEnvelope, Event, IngestResult, SourceRequest, KeyRequest, WorkspaceConfig, JourneySpec],
+        [
+            RawMessage,
+            BatchEnvelope,
+            Event,
+            IngestResult,
+            SourceRequest,
+            KeyRequest,
+            WorkspaceConfig,
+            JourneySpec,
+            SurveySpec,
+        ],
         ref_template="#/components/schemas/{name}",
     )
     # What the routes check beyond the structs' types, so that the document admits
@@ -492,6 +509,7 @@ def build_openapi() -> dict[str, Any]:
     }
     paths.update(_profile_paths())
     paths.update(_journey_paths())
+    paths.update(survey_paths())
     paths["/v1/deliveries"] = _read(
         "list_deliveries",
         "The dispatcher's ledger: each message's delivery status (pending, sent, dead), attempts and last error,"

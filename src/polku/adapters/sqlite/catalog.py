@@ -16,7 +16,7 @@ import msgspec
 from polku.adapters.sqlite.schema import Synchronous, open_database
 from polku.core.errors import NotFound
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
-from polku.ports import JourneyStatus, StoredJourney
+from polku.ports import DefinitionKind, JourneyStatus, StoredAnswer, StoredJourney
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
@@ -194,87 +194,153 @@ class SqliteCatalog:
 
         return await self._run(revoke, write=True)
 
-    # -- journeys (docs/journeys.md) ------------------------------------------------
+    # -- journeys (docs/journeys.md) and surveys (docs/surveys.md) -------------------
+    # Both are versioned definitions with a head (current version and status), in
+    # twin tables: ``journeys``/``journey_heads`` and ``surveys``/``survey_heads``.
 
     async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
+        return await self.deploy_definition("journey", workspace, journey_id, body, deployed_at)
+
+    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
+        return await self.definition("journey", workspace, journey_id, version)
+
+    async def journeys(self, workspace: str) -> list[StoredJourney]:
+        return await self.definitions("journey", workspace)
+
+    async def set_journey_status(
+        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    ) -> StoredJourney:
+        return await self.set_definition_status("journey", workspace, journey_id, status, updated_at)
+
+    async def deploy_definition(
+        self, kind: DefinitionKind, workspace: str, item_id: str, body: str, deployed_at: str
+    ) -> tuple[int, bool]:
+        table, heads = _TABLES[kind]
+
         def deploy(connection: sqlite3.Connection) -> tuple[int, bool]:
             head = connection.execute(
-                "SELECT h.version, j.body FROM journey_heads h JOIN journeys j "
+                f"SELECT h.version, j.body FROM {heads} h JOIN {table} j "
                 "ON j.workspace = h.workspace AND j.id = h.id AND j.version = h.version "
                 "WHERE h.workspace = ? AND h.id = ?",
-                (workspace, journey_id),
+                (workspace, item_id),
             ).fetchone()
             if head is not None and head[1] == body:
                 return int(head[0]), False
             (latest,) = connection.execute(
-                "SELECT coalesce(max(version), 0) FROM journeys WHERE workspace = ? AND id = ?",
-                (workspace, journey_id),
+                f"SELECT coalesce(max(version), 0) FROM {table} WHERE workspace = ? AND id = ?",
+                (workspace, item_id),
             ).fetchone()
             version = int(latest) + 1
             connection.execute(
-                "INSERT INTO journeys (workspace, id, version, body, deployed_at) VALUES (?, ?, ?, ?, ?)",
-                (workspace, journey_id, version, body, deployed_at),
+                f"INSERT INTO {table} (workspace, id, version, body, deployed_at) VALUES (?, ?, ?, ?, ?)",
+                (workspace, item_id, version, body, deployed_at),
             )
             connection.execute(
-                "INSERT INTO journey_heads (workspace, id, version, status, updated_at) VALUES (?, ?, ?, 'active', ?) "
+                f"INSERT INTO {heads} (workspace, id, version, status, updated_at) VALUES (?, ?, ?, 'active', ?) "
                 "ON CONFLICT (workspace, id) DO UPDATE SET version = excluded.version, "
                 "updated_at = excluded.updated_at, revision = revision + 1",
-                (workspace, journey_id, version, deployed_at),
+                (workspace, item_id, version, deployed_at),
             )
             return version, True
 
         return await self._run(deploy, write=True)
 
-    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
+    async def definition(
+        self, kind: DefinitionKind, workspace: str, item_id: str, version: int | None = None
+    ) -> StoredJourney:
         def read(connection: sqlite3.Connection) -> StoredJourney | None:
-            return _stored_journey(connection, workspace, journey_id, version)
+            return _stored_journey(connection, workspace, item_id, version, kind)
 
         found = await self._run(read)
         if found is None:
-            which = f"version {version} of journey" if version is not None else "journey"
-            raise NotFound(f"{which} {journey_id!r} does not exist in workspace {workspace!r}")
+            which = f"version {version} of {kind}" if version is not None else kind
+            raise NotFound(f"{which} {item_id!r} does not exist in workspace {workspace!r}")
         return found
 
-    async def journeys(self, workspace: str) -> list[StoredJourney]:
+    async def definitions(self, kind: DefinitionKind, workspace: str) -> list[StoredJourney]:
+        heads = _TABLES[kind][1]
+
         def read(connection: sqlite3.Connection) -> list[StoredJourney]:
             ids = [
                 row[0]
-                for row in connection.execute(
-                    "SELECT id FROM journey_heads WHERE workspace = ? ORDER BY id", (workspace,)
-                )
+                for row in connection.execute(f"SELECT id FROM {heads} WHERE workspace = ? ORDER BY id", (workspace,))
             ]
-            found = [_stored_journey(connection, workspace, journey_id, None) for journey_id in ids]
-            return [journey for journey in found if journey is not None]
+            found = [_stored_journey(connection, workspace, item_id, None, kind) for item_id in ids]
+            return [item for item in found if item is not None]
 
         return await self._run(read)
 
-    async def set_journey_status(
-        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
+    async def set_definition_status(
+        self, kind: DefinitionKind, workspace: str, item_id: str, status: JourneyStatus, updated_at: str
     ) -> StoredJourney:
+        heads = _TABLES[kind][1]
+
         def update(connection: sqlite3.Connection) -> StoredJourney | None:
             connection.execute(
-                "UPDATE journey_heads SET status = ?, updated_at = ?, revision = revision + 1 "
-                "WHERE workspace = ? AND id = ?",
-                (status, updated_at, workspace, journey_id),
+                f"UPDATE {heads} SET status = ?, updated_at = ?, revision = revision + 1 WHERE workspace = ? AND id = ?",
+                (status, updated_at, workspace, item_id),
             )
-            return _stored_journey(connection, workspace, journey_id, None)
+            return _stored_journey(connection, workspace, item_id, None, kind)
 
         found = await self._run(update, write=True)
         if found is None:
-            raise NotFound(f"journey {journey_id!r} does not exist in workspace {workspace!r}")
+            raise NotFound(f"{kind} {item_id!r} does not exist in workspace {workspace!r}")
         return found
+
+    # -- survey answers (docs/surveys.md) ---------------------------------------------
+
+    async def survey_answer(self, workspace: str, invitation: str) -> StoredAnswer | None:
+        def read(connection: sqlite3.Connection) -> StoredAnswer | None:
+            row = connection.execute(
+                "SELECT revision, first_ms, updated_ms, body FROM survey_answers WHERE workspace = ? AND invitation = ?",
+                (workspace, invitation),
+            ).fetchone()
+            if row is None:
+                return None
+            return StoredAnswer(
+                invitation=invitation,
+                revision=int(row[0]),
+                first_ms=int(row[1]),
+                updated_ms=int(row[2]),
+                answer=msgspec.json.decode(row[3]),
+            )
+
+        return await self._run(read)
+
+    async def record_survey_answer(self, workspace: str, answer: StoredAnswer) -> None:
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO survey_answers (workspace, invitation, revision, first_ms, updated_ms, body) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace, invitation) DO UPDATE SET "
+                "revision = excluded.revision, updated_ms = excluded.updated_ms, body = excluded.body "
+                "WHERE excluded.revision > survey_answers.revision",
+                (
+                    workspace,
+                    answer.invitation,
+                    answer.revision,
+                    answer.first_ms,
+                    answer.updated_ms,
+                    msgspec.json.encode(answer.answer),
+                ),
+            )
+
+        await self._run(write, write=True)
+
+
+_TABLES: dict[str, tuple[str, str]] = {"journey": ("journeys", "journey_heads"), "survey": ("surveys", "survey_heads")}
 
 
 def _stored_journey(
-    connection: sqlite3.Connection, workspace: str, journey_id: str, version: int | None
+    connection: sqlite3.Connection, workspace: str, journey_id: str, version: int | None, kind: str = "journey"
 ) -> StoredJourney | None:
+    table, heads = _TABLES[kind]
     head = connection.execute(
-        "SELECT version, status, updated_at FROM journey_heads WHERE workspace = ? AND id = ?", (workspace, journey_id)
+        f"SELECT version, status, updated_at FROM {heads} WHERE workspace = ? AND id = ?", (workspace, journey_id)
     ).fetchone()
     if head is None:
         return None
     row = connection.execute(
-        "SELECT version, body, deployed_at FROM journeys WHERE workspace = ? AND id = ? AND version = ?",
+        f"SELECT version, body, deployed_at FROM {table} WHERE workspace = ? AND id = ? AND version = ?",
         (workspace, journey_id, head[0] if version is None else version),
     ).fetchone()
     if row is None:
@@ -282,7 +348,7 @@ def _stored_journey(
     versions = tuple(
         int(found)
         for (found,) in connection.execute(
-            "SELECT version FROM journeys WHERE workspace = ? AND id = ? ORDER BY version", (workspace, journey_id)
+            f"SELECT version FROM {table} WHERE workspace = ? AND id = ? ORDER BY version", (workspace, journey_id)
         )
     )
     return StoredJourney(

@@ -62,13 +62,28 @@ class SqliteLogReader:
         return [(str(w), str(i), int(v), str(status), str(body)) for w, i, v, status, body in rows]
 
     def journeys_token(self) -> tuple[object, ...]:
-        """Changes whenever a journey is deployed or its status changes (polled)."""
+        """Changes whenever a journey or survey is deployed or its status changes (polled)."""
+        token: list[object] = []
+        for table, heads in (("journeys", "journey_heads"), ("surveys", "survey_heads")):
+            try:
+                deployed = self.connection.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()
+                counts = self.connection.execute(f"SELECT count(*), coalesce(sum(revision), 0) FROM {heads}").fetchone()
+            except sqlite3.OperationalError:  # a store the server has not migrated yet
+                token.extend((0, 0, 0))
+                continue
+            token.extend((int(deployed[0]), int(counts[0]), int(counts[1])))
+        return tuple(token)
+
+    def surveys(self) -> list[tuple[str, str, int, str, str]]:
+        """(workspace, id, version, status, body) of every survey's current version."""
         try:
-            deployed = self.connection.execute("SELECT coalesce(max(rowid), 0) FROM journeys").fetchone()
-            heads = self.connection.execute("SELECT count(*), coalesce(sum(revision), 0) FROM journey_heads").fetchone()
+            rows = self.connection.execute(
+                "SELECT s.workspace, s.id, s.version, h.status, s.body FROM surveys s JOIN survey_heads h "
+                "ON h.workspace = s.workspace AND h.id = s.id AND h.version = s.version ORDER BY s.workspace, s.id"
+            ).fetchall()
         except sqlite3.OperationalError:
-            return (0, 0, 0)
-        return (int(deployed[0]), int(heads[0]), int(heads[1]))
+            return []
+        return [(str(w), str(i), int(v), str(status), str(body)) for w, i, v, status, body in rows]
 
 
 def decode_config(body: bytes) -> WorkspaceConfig:

@@ -123,6 +123,37 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (workspace, id)
     ) WITHOUT ROWID;
     """,
+    # 4: survey definitions (docs/surveys.md), stored as journeys are; and the answers
+    # given on the hosted page or the answers API: one row per invitation, its
+    # revision counting edits (the answer itself is an event in the log).
+    """
+    CREATE TABLE surveys (
+        workspace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        deployed_at TEXT NOT NULL,
+        PRIMARY KEY (workspace, id, version)
+    );
+    CREATE TABLE survey_heads (
+        workspace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'archived')),
+        updated_at TEXT NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (workspace, id)
+    ) WITHOUT ROWID;
+    CREATE TABLE survey_answers (
+        workspace TEXT NOT NULL,
+        invitation TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        first_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (workspace, invitation)
+    ) WITHOUT ROWID;
+    """,
 )
 
 DATABASE_FILE: Final = "polku.db"

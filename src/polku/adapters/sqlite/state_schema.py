@@ -106,12 +106,36 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX messages_customer ON messages (workspace, customer_id, id);
     """,
+    # 3: surveys (docs/surveys.md). Invitations, sent or suppressed with the reason,
+    # are decisions like journey transitions: kept through a rebuild. Feedback rows
+    # are derived from the log's feedback events (a rebuild recomputes them).
+    """
+    CREATE TABLE survey_invitations (
+        workspace TEXT NOT NULL, id TEXT NOT NULL, customer_id TEXT NOT NULL, survey TEXT NOT NULL,
+        status TEXT NOT NULL, reason TEXT NOT NULL, channel TEXT NOT NULL, created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL, journey TEXT NOT NULL, body BLOB NOT NULL,
+        PRIMARY KEY (workspace, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX survey_invitations_id ON survey_invitations (id);
+    CREATE INDEX survey_invitations_customer ON survey_invitations (workspace, customer_id, created_ms);
+    CREATE INDEX survey_invitations_survey ON survey_invitations (workspace, survey, created_ms);
+    CREATE TABLE feedback (
+        workspace TEXT NOT NULL, key TEXT NOT NULL, customer_id TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+        seq INTEGER NOT NULL, metric TEXT NOT NULL, invitation TEXT, body BLOB NOT NULL,
+        PRIMARY KEY (workspace, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX feedback_ts ON feedback (workspace, ts_ms);
+    CREATE INDEX feedback_customer ON feedback (workspace, customer_id, ts_ms);
+    """,
 )
 
 
 def _ensure_salt(connection: sqlite3.Connection) -> None:
-    if connection.execute("SELECT 1 FROM meta WHERE key = 'salt'").fetchone() is None:
-        connection.execute("INSERT INTO meta (key, value) VALUES ('salt', ?)", (os.urandom(32),))
+    """The installation's secrets, made once: the salt of customer ids, and the key
+    that signs survey links (``polku.core.survey_tokens``)."""
+    for key in ("salt", "survey_secret"):
+        if connection.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is None:
+            connection.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, os.urandom(32)))
 
 
 def migrate_state(connection: sqlite3.Connection) -> None:

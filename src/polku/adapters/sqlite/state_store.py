@@ -32,6 +32,7 @@ from polku.adapters.sqlite.state_schema import (
     discard_other_format,
     migrate_state,
 )
+from polku.adapters.sqlite.survey_store import write_surveys
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
@@ -73,6 +74,10 @@ class StateReads:
 
     def salt(self) -> bytes:
         return bytes(self.connection.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0])
+
+    def survey_secret(self) -> bytes:
+        """The key that signs survey links (made with the store)."""
+        return bytes(self.connection.execute("SELECT value FROM meta WHERE key = 'survey_secret'").fetchone()[0])
 
     def checkpoint(self) -> int:
         return int(self.connection.execute("SELECT seq FROM checkpoint WHERE id = 1").fetchone()[0])
@@ -314,6 +319,8 @@ class SqliteStateStore(StateReads):
     def _write(connection: sqlite3.Connection, changes: StateChanges) -> None:
         if changes.journey_states or changes.transitions or changes.journey_stats or changes.messages:
             _write_journeys(connection, changes)
+        if changes.invitations or changes.feedback:
+            write_surveys(connection, changes)
         if changes.identifiers:
             connection.executemany(
                 "INSERT OR REPLACE INTO identifiers (workspace, identifier, customer_id, first_ts, first_mid) "
@@ -502,6 +509,7 @@ class SqliteStateStore(StateReads):
                 "timers",
                 "processing_failures",
                 "log_outbox",
+                "feedback",
             ):
                 self.writer.execute(f"DELETE FROM {table}")
             self.writer.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")

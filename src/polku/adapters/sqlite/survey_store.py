@@ -1,0 +1,145 @@
+"""Survey invitations and feedback answers in ``state.db``: written by the
+processor with its batch, read by the API (invitations, pending in-app surveys,
+the rows feedback metrics are computed from)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Final
+
+import msgspec
+
+from polku.core.journey_state import InvitationRecord
+from polku.state import FeedbackRow, StateChanges
+
+MAX_METRIC_ROWS: Final = 1_000_000
+_encode = msgspec.json.Encoder().encode
+_decode_invitation = msgspec.json.Decoder(InvitationRecord).decode
+_decode_feedback = msgspec.json.Decoder(FeedbackRow).decode
+
+
+def write_surveys(connection: sqlite3.Connection, changes: StateChanges) -> None:
+    """In the batch's transaction. An invitation decided again (an isolated retry)
+    keeps its first record; an answer replaces its invitation's earlier one only
+    when it is later in the log (an edit)."""
+    if changes.invitations:
+        connection.executemany(
+            "INSERT OR IGNORE INTO survey_invitations (workspace, id, customer_id, survey, status, reason, channel, "
+            "created_ms, expires_ms, journey, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    record.workspace,
+                    record.id,
+                    record.customer_id,
+                    record.survey,
+                    record.status,
+                    record.reason,
+                    record.channel,
+                    record.created_ms,
+                    record.expires_ms,
+                    record.journey,
+                    _encode(record),
+                )
+                for record in changes.invitations
+            ],
+        )
+    if changes.feedback:
+        connection.executemany(
+            "INSERT INTO feedback (workspace, key, customer_id, ts_ms, seq, metric, invitation, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace, key) DO UPDATE SET "
+            "customer_id = excluded.customer_id, ts_ms = excluded.ts_ms, seq = excluded.seq, "
+            "metric = excluded.metric, body = excluded.body WHERE excluded.seq > feedback.seq",
+            [
+                (workspace, key, row.customer_id, row.ts_ms, row.seq, row.metric, row.invitation, _encode(row))
+                for (workspace, key), row in changes.feedback.items()
+            ],
+        )
+
+
+def invitation(connection: sqlite3.Connection, invitation_id: str) -> InvitationRecord | None:
+    row = connection.execute("SELECT body FROM survey_invitations WHERE id = ?", (invitation_id,)).fetchone()
+    return _decode_invitation(row[0]) if row else None
+
+
+def answer_of(connection: sqlite3.Connection, workspace: str, invitation_id: str) -> FeedbackRow | None:
+    row = connection.execute(
+        "SELECT body FROM feedback WHERE workspace = ? AND key = ?", (workspace, invitation_id)
+    ).fetchone()
+    return _decode_feedback(row[0]) if row else None
+
+
+def invitations(
+    connection: sqlite3.Connection,
+    workspace: str,
+    *,
+    survey: str | None = None,
+    customer_ids: list[str] | None = None,
+    status: str | None = None,
+    channel: str | None = None,
+    since_ms: int = 0,
+    until_ms: int | None = None,
+    limit: int = 100,
+) -> list[tuple[InvitationRecord, bool]]:
+    """Invitations, newest first, each with whether it was answered."""
+    clauses = ["i.workspace = ?", "i.created_ms >= ?"]
+    parameters: list[Any] = [workspace, since_ms]
+    if until_ms is not None:
+        clauses.append("i.created_ms < ?")
+        parameters.append(until_ms)
+    for column, value in (("survey", survey), ("status", status), ("channel", channel)):
+        if value is not None:
+            clauses.append(f"i.{column} = ?")
+            parameters.append(value)
+    if customer_ids is not None:
+        clauses.append(f"i.customer_id IN ({', '.join('?' * len(customer_ids))})")
+        parameters.extend(customer_ids)
+    rows = connection.execute(
+        "SELECT i.body, f.key IS NOT NULL FROM survey_invitations i LEFT JOIN feedback f "
+        f"ON f.workspace = i.workspace AND f.key = i.id WHERE {' AND '.join(clauses)} "
+        "ORDER BY i.created_ms DESC, i.id LIMIT ?",
+        [*parameters, limit],
+    ).fetchall()
+    return [(_decode_invitation(body), bool(answered)) for body, answered in rows]
+
+
+def invitation_counts(
+    connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int
+) -> list[InvitationRecord]:
+    """Every sent invitation in a period (response rates)."""
+    return [
+        _decode_invitation(body)
+        for (body,) in connection.execute(
+            "SELECT body FROM survey_invitations WHERE workspace = ? AND status = 'sent' AND created_ms >= ? "
+            "AND created_ms < ? LIMIT ?",
+            (workspace, since_ms, until_ms, MAX_METRIC_ROWS),
+        )
+    ]
+
+
+def feedback_rows(connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int) -> list[FeedbackRow]:
+    return [
+        _decode_feedback(body)
+        for (body,) in connection.execute(
+            "SELECT body FROM feedback WHERE workspace = ? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms LIMIT ?",
+            (workspace, since_ms, until_ms, MAX_METRIC_ROWS),
+        )
+    ]
+
+
+def reason_counts(
+    connection: sqlite3.Connection, workspace: str, survey: str | None, since_ms: int
+) -> list[tuple[str, str, str, int]]:
+    """(survey, status, reason, count) of invitations decided since a moment."""
+    clauses = ["workspace = ?", "created_ms >= ?"]
+    parameters: list[Any] = [workspace, since_ms]
+    if survey is not None:
+        clauses.append("survey = ?")
+        parameters.append(survey)
+    return [
+        (str(s), str(status), str(reason), int(count))
+        for s, status, reason, count in connection.execute(
+            f"SELECT survey, status, reason, count(*) FROM survey_invitations WHERE {' AND '.join(clauses)} "
+            "GROUP BY survey, status, reason ORDER BY survey, status, count(*) DESC",
+            parameters,
+        )
+    ]
