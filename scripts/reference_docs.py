@@ -1,7 +1,7 @@
 """Write the reference pages from the code, so they cannot drift from it:
 docs/cli.md (the Typer app), docs/api.md (the OpenAPI document),
-docs/configuration.md (``Settings``) and docs/journey.schema.json (the JSON Schema of
-a journey document).
+docs/configuration.md (``Settings``), docs/journey.schema.json and
+docs/survey.schema.json (the JSON Schemas of journey and survey documents).
 
 Run: .venv/bin/python scripts/reference_docs.py   (tests/test_docs.py checks they are current)
 """
@@ -126,11 +126,20 @@ def render_journey_schema() -> str:
     return json.dumps(journey_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
+def render_survey_schema() -> str:
+    import json
+
+    from polku.core.survey_spec import survey_schema
+
+    return json.dumps(survey_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
 PAGES = {
     "cli.md": render_cli,
     "api.md": render_api,
     "configuration.md": render_configuration,
     "journey.schema.json": render_journey_schema,
+    "survey.schema.json": render_survey_schema,
 }
 
 if __name__ == "__main__":

@@ -36,6 +36,11 @@ class Settings:
     dispatcher: bool = _setting(
         True, "Run the dispatcher (delivers journey messages: SMTP, webhooks) as a child process of the server."
     )
+    public_url: str | None = _setting(
+        None,
+        "Address people reach this server at, for survey links (http://HOST:PORT without it; a workspace's "
+        "surveys.base_url wins).",
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
 
@@ -64,6 +69,8 @@ class Settings:
             raise ConfigError(f"port {self.port} is not between 1 and 65535", field="port")
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ConfigError(f"synchronous must be FULL or NORMAL, not {self.synchronous!r}", field="synchronous")
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"public_url must be an http(s) address, not {self.public_url!r}", field="public_url")
         if self.max_pending_events < 1000:
             raise ConfigError("max_pending_events must be at least 1000", field="max_pending_events")
 

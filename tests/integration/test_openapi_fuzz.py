@@ -36,7 +36,8 @@ expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429,
 # Operations whose schema-valid requests may still be refused with 400, for what JSON
 # Schema cannot say: a timestamp before 1970 or out of range after clock-skew correction,
 # the type a re-submitted body needs, a JMESPath expression that does not compile, a
-# profile lookup by exactly one identifier that must look like one (an e-mail address).
+# profile lookup by exactly one identifier that must look like one (an e-mail address),
+# a survey's wording in every locale, an answer on its survey's own scale.
 # Every other check still runs on them.
 SEMANTIC_VALIDATION = {
     *(f"/v1/{kind}" for kind in ("track", "identify", "page", "screen", "group", "alias")),
@@ -45,6 +46,11 @@ SEMANTIC_VALIDATION = {
     "/v1/profiles/lookup",
     "/v1/journeys/{journey_id}",
     "/v1/journeys/validate",
+    "/v1/surveys/{survey_id}",
+    "/v1/surveys/validate",
+    "/v1/invitations/{token}/answer",
+    "/v1/feedback/metrics",
+    "/s/{token}",
 }
 
 # The document the app serves (a test below holds the two equal), loaded without an

@@ -185,3 +185,69 @@ def test_an_answer_is_a_feedback_event_linked_to_its_invitation(tmp_path: Path) 
     assert profile.feedback["csat"][0] == 4
     names = [row.name for row in w.store.timeline("default", customer)]
     assert names.count("Feedback Submitted") == 2
+
+
+def test_an_sms_invitation_carries_the_text_and_the_link(tmp_path: Path) -> None:
+    w = world(tmp_path)
+    w.at(
+        T0,
+        event("identify", ts=T0, user_id="sam", traits={"phone": "+358401234567"}),
+        event(ts=T0, user_id="sam", channel="phone", event="Call Ended"),
+    )
+    w.advance(HOUR)
+    (invitation,) = w.invitations()
+    assert (invitation.channel, invitation.event_channel) == ("sms", "sms")
+    (message,) = w.messages()
+    payload = message.payload
+    assert payload["to"] == "+358401234567" and payload["invitation"] == invitation.id
+    assert payload["link"].startswith("https://feedback.example.com/s/") and payload["link"] in payload["text"]
+
+
+def test_a_low_score_starts_recovery_and_suppresses_the_newsletter(tmp_path: Path) -> None:
+    """Closing the loop (PRODUCT.md scenario 4): the answer is an event a journey
+    enters on, and the profile's score feeds the contact policy's suppression rule."""
+    config = CONFIG + (
+        "policy:\n  suppress:\n    - {name: critical-feedback, when: 'feedback.csat != null and feedback.csat <= 2', "
+        "purposes: [marketing]}\n  consent: {defaults: {marketing: true}}\n"
+    )
+    w = world(tmp_path, config)
+    w.deploy_journey(
+        """
+id: recovery
+entry: {event: Feedback Submitted, when: "event.properties.metric == 'csat' and event.properties.score <= 2"}
+steps:
+  - id: call-back
+    action: {channel: agent_note, body: "Unhappy after {{ trigger.properties.trigger.name }}: call back"}
+"""
+    )
+    w.deploy_journey(
+        """
+id: newsletter
+entry: {event: Newsletter Due}
+steps:
+  - id: send
+    action: {channel: email, purpose: marketing, subject: News, body: "Hello"}
+"""
+    )
+    w.at(T0, identify("ann"), event(ts=T0, user_id="ann", channel="phone", event="Call Ended"))
+    w.advance(HOUR)
+    (invitation,) = w.invitations()
+    w.at(
+        w.clock.now,
+        customer_event(
+            "Feedback Submitted",
+            invitation.customer_id,
+            w.clock.now,
+            f"answer|{invitation.id}|1",
+            {"metric": "csat", "score": 1, "invitation": invitation.id, "trigger": invitation.trigger},
+            "email",
+        ),
+    )
+    w.at(w.clock.now + 1, event(ts=w.clock.now + 1, user_id="ann", event="Newsletter Due"))
+    rows = list(
+        w.store.connection.execute("SELECT journey, kind, step, detail FROM journey_transitions WHERE kind = 'action'")
+    )
+    assert ("recovery", "action", "call-back", rows[0][3]) in rows and rows[0][3].startswith("sent")
+    assert ("newsletter", "action", "send", "skipped:suppressed:critical-feedback") in rows
+    state = w.store.journey_state("default", invitation.customer_id)
+    assert [note.text for note in state.notes] == ["Unhappy after Call Ended: call back"]

@@ -25,7 +25,9 @@ Z_95 = 1.959963984540054
 
 def close(interval: Interval | None, low: float, high: float, tolerance: float = 0.01) -> bool:
     assert interval is not None
-    return interval.low == pytest.approx(low, abs=tolerance) and interval.high == pytest.approx(high, abs=tolerance)
+    return bool(
+        interval.low == pytest.approx(low, abs=tolerance) and interval.high == pytest.approx(high, abs=tolerance)
+    )
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
@@ -172,6 +174,7 @@ def test_invalid_scores_are_not_counted() -> None:
         ("ces", 7.0, True),
         ("ces", 0, False),
         ("csat", False, False),
+        ("nsp", 5, False),
     ],
 )
 def test_valid_score(metric: str, score: object, valid: bool) -> None:

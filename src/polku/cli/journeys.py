@@ -65,6 +65,19 @@ def journeys_validate(
     """Check journey documents: parse and compile them (offline), and with
     --data-dir also their channels and segments. Prints `file:line: field: message`
     for each problem and exits 2 if there was one."""
+
+    def check(text: bytes, filename: str) -> object:
+        if data_dir is None:
+            return check_journey(text, filename=filename)
+        _check_stored(data_dir, workspace, text, filename)
+        return None
+
+    validate_documents(files, check)
+
+
+def validate_documents(files: list[Path], check: Callable[[bytes, str], object]) -> None:
+    """Check each file; print `file: ok` or `file:line: field: message`; exit 2 if
+    any failed (``polku journeys validate``, ``polku surveys validate``)."""
     failed = False
     for path in files:
         try:
@@ -74,10 +87,7 @@ def journeys_validate(
             failed = True
             continue
         try:
-            if data_dir is None:
-                check_journey(text, filename=str(path))
-            else:
-                _check_stored(data_dir, workspace, text, str(path))
+            check(text, str(path))
         except ConfigError as error:
             sys.stdout.write(error.message + "\n")
             failed = True

@@ -94,6 +94,10 @@ def serve(
         int | None,
         typer.Option(help="Events waiting for commit before 503 + Retry-After (env POLKU_MAX_PENDING_EVENTS)."),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(help="Address people reach the server at, for survey links (env POLKU_PUBLIC_URL)."),
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error (env POLKU_LOG_LEVEL).")] = None,
     access_log: Annotated[bool | None, typer.Option("--access-log/--no-access-log", help="Log every request.")] = None,
     processor: Annotated[
@@ -123,6 +127,7 @@ def serve(
                 "admin_token": admin_token,
                 "synchronous": synchronous,
                 "max_pending_events": max_pending_events,
+                "public_url": public_url,
                 "log_level": log_level,
                 "access_log": access_log,
                 "processor": processor,

@@ -12,11 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from polku.adapters.sqlite import SqliteCatalog, survey_store
-from polku.cli.journeys import _now, _with_catalog
+from polku.cli.journeys import _now, _with_catalog, validate_documents
 from polku.cli.manage import DataDir, Format, Workspace
 from polku.cli.profiles import _with_views
 from polku.cli.store import console, emit
-from polku.core.errors import ConfigError, InvalidInput
+from polku.core.errors import InvalidInput
 from polku.core.events import parse_time
 from polku.core.survey_spec import parse_survey
 from polku.engine.feedback_reports import MetricQuery, feedback_metrics, invitation_view, survey_counts
@@ -45,26 +45,14 @@ def surveys_validate(
 ) -> None:
     """Check survey documents (offline; with --data-dir also their channels).
     Prints `file:line: field: message` for each problem and exits 2 if there was one."""
-    failed = False
-    for path in files:
-        try:
-            text = path.read_bytes()
-        except OSError as error:
-            sys.stdout.write(f"{path}: cannot read: {error.strerror}\n")
-            failed = True
-            continue
-        try:
-            if data_dir is None:
-                parse_survey(text, filename=str(path))
-            else:
-                _check_stored(data_dir, workspace, text, str(path))
-        except ConfigError as error:
-            sys.stdout.write(error.message + "\n")
-            failed = True
-            continue
-        sys.stdout.write(f"{path}: ok\n")
-    if failed:
-        raise typer.Exit(code=2)
+
+    def check(text: bytes, filename: str) -> object:
+        if data_dir is None:
+            return parse_survey(text, filename=filename)
+        _check_stored(data_dir, workspace, text, filename)
+        return None
+
+    validate_documents(files, check)
 
 
 def _check_stored(data_dir: Path, workspace: str, text: bytes, filename: str) -> None:

@@ -17,7 +17,8 @@ Intervals, and why these:
   are added to the promoters and to the detractors and z²/2 to n, then the variance of
   the difference of two shares of one multinomial sample is used. Rocks found it among
   the best-covering intervals for the NPS; the pseudo-answers keep it finite and
-  non-degenerate at −100 and +100, and it always contains the observed NPS.
+  non-degenerate at −100 and +100, and it contains the observed NPS (a property test
+  checks that).
 - A mean gets the Student-t interval; for a handful of answers the normal quantile
   would be far too narrow. The t quantile is computed exactly (no scipy), see
   ``t_quantile``.
@@ -107,10 +108,10 @@ class Answer:
 def valid_score(metric: str, score: object) -> bool:
     """Whether ``score`` is a finite number on the metric's scale. Fractions inside the
     scale count, as ``profile.feedback_score`` accepts them; booleans do not."""
-    low, high = FEEDBACK_SCALES[metric]
-    if isinstance(score, bool) or not isinstance(score, int | float):
+    scale = FEEDBACK_SCALES.get(metric)
+    if scale is None or isinstance(score, bool) or not isinstance(score, int | float):
         return False
-    return low <= score <= high  # NaN fails both comparisons
+    return scale[0] <= score <= scale[1]  # NaN fails both comparisons
 
 
 def summarize(

@@ -487,7 +487,12 @@ def _pending_survey(journey: Journey, occurrence: Occurrence, event: dict[str, A
             status="suppressed",
             created_ms=run.now,
             reason="pending",
-            trigger={"seq": occurrence.seq, "name": occurrence.name, "channel": occurrence.channel, "ts": occurrence.ts_ms},
+            trigger={
+                "seq": occurrence.seq,
+                "name": occurrence.name,
+                "channel": occurrence.channel,
+                "ts": occurrence.ts_ms,
+            },
         )
     )
 

@@ -362,10 +362,14 @@ def validate_answer(survey: Survey, score: Any, answers: Mapping[str, Any], comm
         else:
             if not isinstance(value, str):
                 raise _error(f"answers.{question.id}", "must be text")
-            clean[question.id] = value.strip()[: question.max_length]
+            if len(value.strip()) > question.max_length:
+                raise _error(f"answers.{question.id}", f"at most {question.max_length} characters")
+            clean[question.id] = value.strip()
     if comment is not None and not isinstance(comment, str):
         raise _error("comment", "must be text")
-    text = (comment or "").strip()[:MAX_TEXT_LENGTH]
+    text = (comment or "").strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        raise _error("comment", f"at most {MAX_TEXT_LENGTH} characters")
     return {"score": score, "answers": clean, "comment": text or None}
 
 

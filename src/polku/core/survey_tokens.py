@@ -70,7 +70,8 @@ def read_token(secret: bytes, token: str, now_ms: int) -> TokenClaims:
         body, tag = _unb64(body_text), _unb64(tag_text)
     except (binascii.Error, ValueError):
         raise TokenError("invalid", "this survey link is not valid (it may have been cut short or altered)") from None
-    if len(body) != ID_BYTES + EXPIRY_BYTES or not hmac.compare_digest(tag, _tag(secret, body)):
+    canonical = _b64(body) == body_text and _b64(tag) == tag_text  # base64's spare bits altered: tampered
+    if not canonical or len(body) != ID_BYTES + EXPIRY_BYTES or not hmac.compare_digest(tag, _tag(secret, body)):
         raise TokenError("invalid", "this survey link is not valid (it may have been cut short or altered)")
     expires_ms = int.from_bytes(body[ID_BYTES:], "big") * 1000
     if now_ms >= expires_ms:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from polku.adapters.sqlite import survey_store
 from polku.core.errors import InvalidInput
-from polku.core.feedback_metrics import GROUPINGS, Answer, breakdown
+from polku.core.feedback_metrics import GROUPINGS, Answer, breakdown, summarize
 from polku.core.journey_state import InvitationRecord
 from polku.core.profile import FEEDBACK_METRICS
 from polku.state import FeedbackRow
@@ -92,6 +92,9 @@ def feedback_metrics(connection: sqlite3.Connection, workspace: str, query: Metr
                 for key in _invitation_keys(record, query.by):
                     invitations[key] = invitations.get(key, 0) + 1
     groups = breakdown(answers, query.metric, query.by, invitations=invitations, confidence=query.confidence)
+    if query.by is None and not groups:  # "no answers yet" is an answer too
+        total = invitations.get(None, 0) if invitations is not None else None
+        groups = [(None, summarize(query.metric, [], invitations=total, confidence=query.confidence))]
     return {
         "metric": query.metric,
         "by": query.by,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,6 +64,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
     state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
     profiles = profile_routes.ProfileService(settings.data_dir, catalog)
+    # The processor writes survey links; it learns the server's address from its environment.
+    os.environ["POLKU_PUBLIC_URL"] = settings.public_url or f"http://{settings.host}:{settings.port}"
     processor = processor_child(settings.data_dir) if settings.processor else None
     dispatcher = dispatcher_child(settings.data_dir) if settings.dispatcher else None
     openapi = build_openapi()

@@ -136,6 +136,47 @@ def survey_paths() -> dict[str, Any]:
             ],
             (400, 401),
         ),
+        "/s/{token}": {
+            method: {
+                "operationId": f"survey_page_{method}",
+                "summary": "The hosted survey page (HTML): the form, or the answer posted from it "
+                "(`application/x-www-form-urlencoded`: `score`, `q_<question id>`).",
+                "security": [],
+                "parameters": [TOKEN],
+                **(
+                    {
+                        "requestBody": {
+                            "required": False,
+                            "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}},
+                        }
+                    }
+                    if method == "post"
+                    else {}
+                ),
+                "responses": {
+                    "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    **{
+                        str(code): {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
+                        for code, text in (
+                            (403, "The link is not valid."),
+                            (409, "Answered, and the time to change it is over."),
+                            (410, "The link expired."),
+                            (413, "The answer is too long."),
+                            (422, "The answer needs correcting (the form says where)."),
+                        )
+                    },
+                },
+            }
+            for method in ("get", "post")
+        },
+        "/s/static/survey.css": {
+            "get": {
+                "operationId": "survey_page_stylesheet",
+                "summary": "The hosted survey page's stylesheet.",
+                "security": [],
+                "responses": {"200": {"description": "CSS.", "content": {"text/css": {"schema": {"type": "string"}}}}},
+            }
+        },
         "/v1/invitations/{token}": {
             "get": {
                 "operationId": "get_invitation",

@@ -167,14 +167,19 @@ class _Field:
     name: str
     label: str
     required: bool
-    target_id: str
-    """The element the error summary links to."""
+    control_id: str = ""
+    """The text box's id (choices and the scale have one id per option)."""
     error: str | None = None
     options: tuple[_Option, ...] = ()
     value: str = ""
     max_length: int = 0
     hint: str = ""
     anchors: tuple[str, str] = ("", "")
+
+    @property
+    def field_id(self) -> str:
+        """The field's box, with its label: where the error summary links to."""
+        return f"field-{self.name}"
 
     @property
     def error_id(self) -> str:
@@ -214,23 +219,24 @@ def render_survey_page(
     the form or on the result; ``can_edit`` offers a way back to the form on ``thanks``."""
     if state not in STATES:
         raise ValueError(f"unknown survey page state {state!r} (one of {sorted(STATES)})")
-    if state == "form" and survey is None:
-        raise ValueError("the form needs the survey")
     ui = ui_text(locale)
-    # The survey's texts are in the locale asked for; without a survey the page holds
-    # only UI_TEXT, whose locale may be a fallback.
-    lang = locale if survey is not None else ui_locale(locale)
-    errors = errors or {}
-    fields = _fields(survey, answer or {}, errors, ui) if state == "form" and survey is not None else []
-    error_items = _error_items(fields, errors) if state == "form" else []
+    fields: list[_Field] = []
+    error_items: list[_ErrorItem] = []
     if state == "form":
-        heading = (survey or {}).get("name") or ui["form_heading"]
+        if survey is None:
+            raise ValueError("the form needs the survey")
+        fields = _fields(survey, answer or {}, errors or {}, ui)
+        error_items = _error_items(fields, errors or {})
+        heading = survey.get("name") or ui["form_heading"]
         title = f"{ui['error_prefix']}: {heading}" if error_items else heading
         text = ""
     else:
         heading = ui[f"{state}_title"]
         title = f"{heading} – {ui['page_title']}"
         text = ui[f"{state}_text"]
+    # The survey's texts are in the locale asked for; without a survey the page holds
+    # only UI_TEXT, whose locale may be a fallback.
+    lang = locale if survey is not None else ui_locale(locale)
     if state == "thanks" and can_edit and not message:
         message = ui["edit_note"]
     return _template.render(
@@ -274,14 +280,19 @@ def _score_field(survey: Mapping[str, Any], score: Any, error: str | None, ui: M
         elif value == high:
             aria_label = f"{aria_label}, {anchor_high}"
         options.append(
-            _Option(id=f"score-{value}", value=str(value), text=str(value), checked=_same(score, value), aria_label=aria_label)
+            _Option(
+                id=f"score-{value}",
+                value=str(value),
+                text=str(value),
+                checked=_same(score, value),
+                aria_label=aria_label,
+            )
         )
     return _Field(
         kind="scale",
         name="score",
         label=survey["question"],
         required=True,
-        target_id=f"score-{low}",
         error=error,
         options=tuple(options),
         anchors=(anchor_low, anchor_high),
@@ -296,7 +307,12 @@ def _question_field(
     error = errors.get(f"answers.{question['id']}")
     if question["type"] == "choice":
         options = tuple(
-            _Option(id=f"{name}-{index}", value=str(option["value"]), text=option["text"], checked=_same(value, option["value"]))
+            _Option(
+                id=f"{name}-{index}",
+                value=str(option["value"]),
+                text=option["text"],
+                checked=_same(value, option["value"]),
+            )
             for index, option in enumerate(question.get("options") or [])
         )
         return _Field(
@@ -304,7 +320,6 @@ def _question_field(
             name=name,
             label=question["text"],
             required=required,
-            target_id=options[0].id if options else name,
             error=error,
             options=options,
         )
@@ -314,7 +329,7 @@ def _question_field(
         name=name,
         label=question["text"],
         required=required,
-        target_id=name,
+        control_id=name,
         error=error,
         value="" if value is None else str(value),
         max_length=max_length,
@@ -325,7 +340,7 @@ def _question_field(
 def _error_items(fields: list[_Field], errors: Mapping[str, str]) -> list[_ErrorItem]:
     """The summary at the top: field errors in the order of the form, each a link to its
     field, then any error that names no field of the form."""
-    items = [_ErrorItem(field.error, f"#{field.target_id}") for field in fields if field.error]
+    items = [_ErrorItem(field.error, f"#{field.field_id}") for field in fields if field.error]
     known = {"score", *(f"answers.{field.name.removeprefix('q_')}" for field in fields if field.kind != "scale")}
     items.extend(_ErrorItem(text, None) for key, text in errors.items() if key not in known)
     return items

@@ -33,13 +33,13 @@ from polku.engine.survey_admin import (
 from polku.engine.survey_answers import Opened, SurveyAnswers
 from polku.engine.worker import wall_clock_ms
 from polku.ports import JourneyStatus
-from polku.web.admin_routes import _int_param, _time_param
+from polku.web.admin_routes import _int_param, _text_param, _time_param
 from polku.web.auth import admin_access
 from polku.web.journey_routes import _read_document
 from polku.web.profile_routes import _customer, _profiles
 from polku.web.responses import json_response
 from polku.web.services import services
-from polku.web.survey_page import render_survey_page
+from polku.web.survey_page import render_survey_page, ui_text
 
 MAX_ANSWER_BYTES: Final = 32 * 1024
 DAY_MS: Final = 86_400_000
@@ -237,11 +237,11 @@ async def metrics(request: Request) -> Response:
         by=params.get("by") or None,
         since_ms=_time_param(request, "since") or 0,
         until_ms=_time_param(request, "until") or 0,
-        survey=params.get("survey"),
-        journey=params.get("journey"),
-        step=params.get("step"),
-        channel=params.get("channel"),
-        segment=params.get("segment"),
+        survey=_text_param(request, "survey"),
+        journey=_text_param(request, "journey"),
+        step=_text_param(request, "step"),
+        channel=_text_param(request, "channel"),
+        segment=_text_param(request, "segment"),
         confidence=confidence,
     ).check()
     workspace = credential.workspace
@@ -385,7 +385,14 @@ async def _submit_page(
             raise
         field = str(error.details.get("field") or "score")
         previous = {"score": form.get("score"), "answers": given}
-        return _page("form", locale, 422, survey=view, answer=previous, errors={field: error.message})
+        return _page(
+            "form",
+            locale,
+            422,
+            survey=view,
+            answer=previous,
+            errors={field: _in_words(field, error.message, view, locale)},
+        )
     return _page(
         "thanks",
         locale,
@@ -394,6 +401,24 @@ async def _submit_page(
         can_edit=submitted.can_edit(wall_clock_ms()),
         message=_edit_note(submitted, locale),
     )
+
+
+def _in_words(field: str, message: str, view: dict[str, Any], locale: str) -> str:
+    """An answer's problem in the page's language (the API's messages are English)."""
+    text = ui_text(locale)
+    if field == "score":
+        low, high = view["scale"]
+        return text["error_score"].format(low=low, high=high)
+    question = next((q for q in view["questions"] if f"answers.{q['id']}" == field), None)
+    if question is not None and question["type"] == "choice":
+        return text["error_choice"]
+    if question is not None and message.startswith("answers."):
+        return (
+            text["error_too_long"].format(max_length=question["max_length"])
+            if "at most" in message
+            else text["error_required"]
+        )
+    return text["error_required"]
 
 
 async def stylesheet(request: Request) -> Response:
