@@ -34,7 +34,7 @@ from polku.core.journey_state import (
     Sent,
     TransitionRecord,
 )
-from polku.core.policy import Policy, next_time_of_day
+from polku.core.policy import Policy, Verdict, next_time_of_day
 from polku.core.segments import ENTERED_EVENT
 from polku.core.survey_fatigue import Fatigue, FatigueConfig, SurveyMemory
 from polku.core.survey_spec import SURVEY_CHANNEL, Survey
@@ -614,12 +614,7 @@ def _act(
     if verdict.kind == "skip":
         return outcome(f"skipped:{verdict.reason}")
     if verdict.kind == "hold":
-        instance.due_ms = verdict.until_ms
-        if not instance.held:
-            instance.held = verdict.reason
-            run.record(instance, "action", step.id, f"held: {verdict.reason} until {verdict.until_ms}")
-            run.count(journey.id, journey.version, f"action:{step.id}:held")
-        return False
+        return _hold(journey, instance, step, "action", verdict, run)
     instance.held = ""
     channel_type = (
         action.channel if action.channel in ("agent_note", "in_app") else run.channel_types.get(action.channel)
@@ -678,6 +673,16 @@ def _act(
         run.person.sent = [*run.policy.prune(run.person.sent, run.now), sent]
         run.account_sends.append(sent)
     return outcome("sent", key)
+
+
+def _hold(journey: Journey, instance: Instance, step: CompiledStep, kind: str, verdict: Verdict, run: Run) -> bool:
+    """Quiet hours: the instance waits at the step until they end (recorded once)."""
+    instance.due_ms = verdict.until_ms
+    if not instance.held:
+        instance.held = verdict.reason
+        run.record(instance, kind, step.id, f"held: {verdict.reason} until {verdict.until_ms}")
+        run.count(journey.id, journey.version, f"{kind}:{step.id}:held")
+    return False
 
 
 def _invite(journey: Journey, instance: Instance, step: CompiledStep, context: dict[str, Any], run: Run) -> bool:
@@ -750,12 +755,7 @@ def _invite(journey: Journey, instance: Instance, step: CompiledStep, context: d
     if verdict.kind == "skip":
         return outcome("skipped", verdict.reason)
     if verdict.kind == "hold":
-        instance.due_ms = verdict.until_ms
-        if not instance.held:
-            instance.held = verdict.reason
-            run.record(instance, "survey", step.id, f"held: {verdict.reason} until {verdict.until_ms}")
-            run.count(journey.id, journey.version, f"survey:{step.id}:held")
-        return False
+        return _hold(journey, instance, step, "survey", verdict, run)
     instance.held = ""
     locale = survey.locale_for(traits.get(run.locale_trait))
     expires_ms = (run.now + survey.expires_ms) // 1000 * 1000
