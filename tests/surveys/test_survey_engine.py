@@ -251,3 +251,21 @@ steps:
     assert ("newsletter", "action", "send", "skipped:suppressed:critical-feedback") in rows
     state = w.store.journey_state("default", invitation.customer_id)
     assert [note.text for note in state.notes] == ["Unhappy after Call Ended: call back"]
+
+
+def test_invitations_follow_their_customer_through_a_merge(tmp_path: Path) -> None:
+    from polku.adapters.sqlite import survey_store
+
+    body = CSAT.replace("  - event: Call Ended\n    delay: 10m", "  - event: Order Completed")
+    w = SurveyWorld(tmp_path, CONFIG)
+    w.deploy_survey(body)
+    w.at(T0, event("identify", ts=T0, user_id="ann", traits={"email": "ann@example.com"}))
+    w.at(T0 + 1, event(ts=T0 + 1, anonymous_id="device-1", channel="app", event="Order Completed"))
+    (invitation,) = w.invitations()
+    w.at(T0 + 2, event("identify", ts=T0 + 2, user_id="ann", anonymous_id="device-1"))
+    live = w.customer("user_id:ann")
+    assert live != invitation.customer_id  # the device's customer was merged into ann
+    ids = survey_store.merged_ids(w.store.connection, "default", live)
+    assert ids == [live, invitation.customer_id]
+    found = survey_store.invitations(w.store.connection, "default", customer_ids=ids)
+    assert [record.id for record, _ in found] == [invitation.id]

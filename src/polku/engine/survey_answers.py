@@ -53,12 +53,15 @@ class SurveyAnswers:
         secret: Callable[[], Awaitable[bytes]],
         invitation: Callable[[str], Awaitable[InvitationRecord | None]],
         clock: Callable[[], int],
+        live_id: Callable[[str, str], Awaitable[str]] | None = None,
     ) -> None:
         self.catalog = catalog
         self.log = log
         self._secret = secret
         self._invitation = invitation
         self.clock = clock
+        self._live_id = live_id
+        """(workspace, customer id) → the customer's id now (after merges)."""
         self._surveys: dict[tuple[str, str, int], Survey] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -111,7 +114,13 @@ class SurveyAnswers:
         opened = await self.open(token)
         invitation = opened.invitation
         if customer_id is not None and customer_id != invitation.customer_id:
-            raise Forbidden("this survey invitation belongs to another customer", reason="other_customer")
+            # The invitee may have been merged since: compare who they are now.
+            live = self._live_id
+            same = live is not None and await live(invitation.workspace, customer_id) == await live(
+                invitation.workspace, invitation.customer_id
+            )
+            if not same:
+                raise Forbidden("this survey invitation belongs to another customer", reason="other_customer")
         try:
             clean = validate_answer(opened.survey, score, answers or {}, comment)
         except ConfigError as error:

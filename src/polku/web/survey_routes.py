@@ -69,8 +69,16 @@ def answers_service(request: Request) -> SurveyAnswers:
         async def invitation(invitation_id: str) -> Any:
             return await profiles.run(lambda views: survey_store.invitation(views.state.connection, invitation_id))
 
+        async def live_id(workspace: str, customer_id: str) -> str:
+            return await profiles.run(lambda views: views.state.redirect(workspace, customer_id))
+
         found = SurveyAnswers(
-            services(request).catalog, services(request).log, secret=secret, invitation=invitation, clock=wall_clock_ms
+            services(request).catalog,
+            services(request).log,
+            secret=secret,
+            invitation=invitation,
+            clock=wall_clock_ms,
+            live_id=live_id,
         )
         request.app.state.survey_answers = found
     return found
@@ -190,7 +198,7 @@ async def profile_surveys(request: Request) -> Response:
         return survey_store.invitations(
             views.state.connection,
             workspace,
-            customer_ids=[customer_id],
+            customer_ids=survey_store.merged_ids(views.state.connection, workspace, customer_id),
             status=None if everything else "sent",
             channel=None if everything else SURVEY_CHANNEL,
             limit=1000 if not everything else limit,

@@ -126,6 +126,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     CREATE INDEX feedback_ts ON feedback (workspace, ts_ms);
     CREATE INDEX feedback_customer ON feedback (workspace, customer_id, ts_ms);
+    CREATE INDEX redirects_new_id ON redirects (workspace, new_id);
     """,
 )
 

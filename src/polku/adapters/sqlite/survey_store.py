@@ -102,6 +102,23 @@ def invitations(
     return [(_decode_invitation(body), bool(answered)) for body, answered in rows]
 
 
+def merged_ids(connection: sqlite3.Connection, workspace: str, customer_id: str, limit: int = 100) -> list[str]:
+    """The customer's id and every id merged into it (invitations keep the id the
+    customer had when they were decided)."""
+    found = [customer_id]
+    for current in found:
+        if len(found) >= limit:
+            break
+        found.extend(
+            str(old)
+            for (old,) in connection.execute(
+                "SELECT old_id FROM redirects WHERE workspace = ? AND new_id = ?", (workspace, current)
+            )
+            if old not in found
+        )
+    return found[:limit]
+
+
 def invitation_counts(
     connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int
 ) -> list[InvitationRecord]:
