@@ -134,7 +134,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 def _ensure_salt(connection: sqlite3.Connection) -> None:
     """The installation's secrets, made once: the salt of customer ids, and the key
     that signs survey links (``polku.core.survey_tokens``)."""
-    for key in ("salt", "survey_secret"):
+    for key in ("salt", "survey_secret", "identity_epoch"):
         if connection.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is None:
             connection.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, os.urandom(32)))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -74,6 +75,11 @@ class StateReads:
 
     def salt(self) -> bytes:
         return bytes(self.connection.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0])
+
+    def identity_epoch(self) -> str:
+        """Changes when the state is rebuilt (``identity_changes`` ids start over)."""
+        row = self.connection.execute("SELECT value FROM meta WHERE key = 'identity_epoch'").fetchone()
+        return bytes(row[0]).hex() if row else ""
 
     def survey_secret(self) -> bytes:
         """The key that signs survey links (made with the store)."""
@@ -513,6 +519,9 @@ class SqliteStateStore(StateReads):
             ):
                 self.writer.execute(f"DELETE FROM {table}")
             self.writer.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")
+            self.writer.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('identity_epoch', ?)", (os.urandom(8),)
+            )
             self.writer.execute("COMMIT")
         except BaseException:
             self.writer.execute("ROLLBACK")

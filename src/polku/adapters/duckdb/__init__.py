@@ -1,0 +1,1 @@
+"""The embedded analytics store: DuckDB (docs/analytics.md)."""

@@ -1,0 +1,150 @@
+"""The analytics store: a columnar copy of every customer event, in one DuckDB file
+(``<data-dir>/analytics.duckdb``), fed incrementally from the log by
+``polku.engine.analytics_feed`` (docs/analytics.md).
+
+One row per event with its customer as resolved now (``customer_id`` is rewritten
+when identities merge or split, by the identifier that named the event,
+``anchor``), its channel, its account and its feedback fields. Segment
+memberships are kept from the log's segment events. The rows and the feed's
+position commit in one transaction, so a crash re-feeds nothing twice.
+
+DuckDB allows one writer process per file: the feeder holds the file open for
+writing; readers (the API, the CLI) open short read-only connections, which
+DuckDB allows beside no writer only — so the feeder releases the file between
+batches (``close``), and readers retry briefly when it is held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+
+ANALYTICS_FILE: Final = "analytics.duckdb"
+EVENT_COLUMNS: Final = (
+    ("workspace", "VARCHAR"),
+    ("seq", "BIGINT"),
+    ("ts", "TIMESTAMP"),
+    ("customer_id", "VARCHAR"),
+    ("anchor", "VARCHAR"),
+    ("type", "VARCHAR"),
+    ("name", "VARCHAR"),
+    ("channel", "VARCHAR"),
+    ("account", "VARCHAR"),
+    ("metric", "VARCHAR"),
+    ("score", "DOUBLE"),
+    ("survey", "VARCHAR"),
+    ("journey", "VARCHAR"),
+    ("step", "VARCHAR"),
+    ("source", "VARCHAR"),
+)
+SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS events ({", ".join(f"{name} {kind}" for name, kind in EVENT_COLUMNS)});
+CREATE TABLE IF NOT EXISTS segment_members (
+    workspace VARCHAR, customer_id VARCHAR, segment VARCHAR, since TIMESTAMP,
+    PRIMARY KEY (workspace, customer_id, segment)
+);
+CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY, seq BIGINT, identity_change BIGINT, identity_epoch VARCHAR);
+INSERT INTO feed SELECT 1, 0, 0, '' WHERE NOT EXISTS (SELECT 1 FROM feed);
+"""
+RETRY_S: Final = 10.0
+
+
+def analytics_path(data_dir: Path) -> Path:
+    return data_dir / ANALYTICS_FILE
+
+
+def connect(data_dir: Path, *, read_only: bool = False) -> Any:
+    """A connection to the store; a reader waits (briefly) while the feeder writes."""
+    import duckdb
+
+    path = analytics_path(data_dir)
+    if read_only and not path.exists():
+        with writer(data_dir):
+            pass
+    deadline = time.monotonic() + RETRY_S
+    while True:
+        try:
+            connection = duckdb.connect(str(path), read_only=read_only, config={"threads": 2})
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+            continue
+        if not read_only:
+            connection.execute(SCHEMA)
+        return connection
+
+
+@contextmanager
+def writer(data_dir: Path) -> Iterator[Any]:
+    connection = connect(data_dir)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@contextmanager
+def reader(data_dir: Path) -> Iterator[Any]:
+    connection = connect(data_dir, read_only=True)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def feed_position(connection: Any) -> tuple[int, int, str]:
+    """(log position fed, identity change applied, the identity epoch)."""
+    row = connection.execute("SELECT seq, identity_change, identity_epoch FROM feed WHERE id = 1").fetchone()
+    return int(row[0]), int(row[1]), str(row[2])
+
+
+def append(
+    connection: Any, columns: Mapping[str, Sequence[Any]], segments: Sequence[tuple[str, str, str, int, bool]], seq: int
+) -> None:
+    """Rows (column → values) and segment changes (workspace, customer, segment,
+    ts, entered) up to log position ``seq``, in one transaction."""
+    import pyarrow as pa
+
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        if columns and len(columns["seq"]):
+            batch = pa.table({name: pa.array(columns[name], type=_ARROW_TYPES[kind]) for name, kind in EVENT_COLUMNS})
+            connection.register("incoming", batch)
+            connection.execute("INSERT INTO events SELECT * FROM incoming")
+            connection.unregister("incoming")
+        for workspace, customer_id, segment, ts_ms, entered in segments:
+            if entered:
+                connection.execute(
+                    "INSERT OR REPLACE INTO segment_members VALUES (?, ?, ?, make_timestamp(? * 1000))",
+                    [workspace, customer_id, segment, ts_ms],
+                )
+            else:
+                connection.execute(
+                    "DELETE FROM segment_members WHERE workspace = ? AND customer_id = ? AND segment = ?",
+                    [workspace, customer_id, segment],
+                )
+        connection.execute("UPDATE feed SET seq = ? WHERE id = 1", [seq])
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _arrow_type(kind: str) -> Any:
+    import pyarrow as pa
+
+    return {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("ms")}[kind]
+
+
+class _ArrowTypes(dict[str, Any]):
+    def __missing__(self, kind: str) -> Any:
+        value = _arrow_type(kind)
+        self[kind] = value
+        return value
+
+
+_ARROW_TYPES: Final = _ArrowTypes()
