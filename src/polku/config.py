@@ -41,6 +41,9 @@ class Settings:
         "Address people reach this server at, for survey links (http://HOST:PORT without it; a workspace's "
         "surveys.base_url wins).",
     )
+    analytics: bool = _setting(
+        True, "Run the analytics feed (copies events into the DuckDB analytics store) as a child process."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
 

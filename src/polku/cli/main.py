@@ -110,6 +110,12 @@ def serve(
             "--dispatcher/--no-dispatcher", help="Run the dispatcher beside the server (env POLKU_DISPATCHER)."
         ),
     ] = None,
+    analytics: Annotated[
+        bool | None,
+        typer.Option(
+            "--analytics/--no-analytics", help="Run the analytics feed beside the server (env POLKU_ANALYTICS)."
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP server on the embedded store."""
     import uvicorn
@@ -132,6 +138,7 @@ def serve(
                 "access_log": access_log,
                 "processor": processor,
                 "dispatcher": dispatcher,
+                "analytics": analytics,
             }
         )
     except PolkuError as error:

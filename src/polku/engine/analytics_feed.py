@@ -10,6 +10,8 @@ and a split deals it out again by the identifier that named each event.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any, Final
@@ -232,3 +234,31 @@ def _feedback(name: str | None, properties: dict[str, Any], feedback_event: str)
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
+IDLE_S: Final = 1.0
+"""How often an idle feeder looks for new events (analytics is seconds behind, not
+milliseconds: it is read by people)."""
+YIELD_S: Final = 0.02
+"""The pause between two batches of a backlog, in which readers open the store."""
+
+
+async def run_analytics_feed(data_dir: Path, *, stop: asyncio.Event | None = None) -> None:
+    """Feed the analytics store until ``stop`` is set."""
+    from polku.engine.worker import exclusive_lock
+
+    stop = stop or asyncio.Event()
+    with exclusive_lock(data_dir, "analytics.lock", "analytics feed"):
+        feeder = AnalyticsFeeder(data_dir)
+        log.info("analytics feed started", extra={"data_dir": str(data_dir)})
+        try:
+            while not stop.is_set():
+                try:
+                    fed = await asyncio.to_thread(feeder.step)
+                except Exception:
+                    log.exception("analytics feed: a batch failed; trying again")
+                    fed = 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), YIELD_S if fed else IDLE_S)
+        finally:
+            feeder.close()

@@ -23,7 +23,7 @@ from polku.core.errors import PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
 from polku.web import admin_routes, delivery_routes, ingest_routes, journey_routes, profile_routes, survey_routes
-from polku.web.children import dispatcher_child, processor_child
+from polku.web.children import analytics_child, dispatcher_child, processor_child
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
@@ -68,6 +68,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     os.environ["POLKU_PUBLIC_URL"] = settings.public_url or f"http://{settings.host}:{settings.port}"
     processor = processor_child(settings.data_dir) if settings.processor else None
     dispatcher = dispatcher_child(settings.data_dir) if settings.dispatcher else None
+    # The analytics feed follows the processor: without it, there is nothing to feed.
+    analytics = analytics_child(settings.data_dir) if settings.analytics and settings.processor else None
     openapi = build_openapi()
 
     async def openapi_json(request: Request) -> Response:
@@ -83,6 +85,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             await processor.start()
         if dispatcher is not None:
             await dispatcher.start()
+        if analytics is not None:
+            await analytics.start()
         state.ready = True
         log.info(
             "polku ready", extra={"data_dir": str(settings.data_dir), "host": settings.host, "port": settings.port}
@@ -91,6 +95,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             yield
         finally:
             state.ready = False
+            if analytics is not None:
+                await analytics.stop()
             if dispatcher is not None:
                 await dispatcher.stop()
             if processor is not None:

@@ -38,7 +38,7 @@ class SupervisedChild:
         self._stopping = False
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "polku", self.name, "--data-dir", str(self.data_dir), "--wait-for-lock"]
+        return [sys.executable, "-m", "polku", *self.name.split(), "--data-dir", str(self.data_dir), "--wait-for-lock"]
 
     def stopping(self) -> bool:
         """A method, not the attribute: ``stop`` sets it while ``_supervise`` awaits."""
@@ -80,3 +80,7 @@ def processor_child(data_dir: Path) -> SupervisedChild:
 
 def dispatcher_child(data_dir: Path) -> SupervisedChild:
     return SupervisedChild("dispatch", data_dir)
+
+
+def analytics_child(data_dir: Path) -> SupervisedChild:
+    return SupervisedChild("analytics feed", data_dir)
