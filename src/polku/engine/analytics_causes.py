@@ -1,0 +1,446 @@
+"""Analyses of where customers fail (docs/analytics.md): funnels across channels,
+channel switching (failure demand), feedback root causes and the opportunities
+they add up to. SQL over the analytics store; no event or channel name is known
+here — the caller names the steps, the assisted channels and the metric.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from polku.core.errors import InvalidInput
+from polku.core.journey_stats import wilson_interval
+from polku.engine.analytics import DAY_MS, Scope, _share, label_column
+
+MAX_FUNNEL_STEPS: Final = 8
+CRITICAL: Final = {"csat": ("<=", 2.0), "nps": ("<=", 6.0), "ces": (">=", 5.0)}
+"""What a critical answer is, by default: CSAT 1-2, NPS detractors (0-6), CES 5-7."""
+PATTERN_KINDS: Final = ("event", "transition", "sequence")
+
+
+def _window(window_ms: int) -> int:
+    if not 0 < window_ms <= 366 * DAY_MS:
+        raise InvalidInput("window must be a duration up to 366d", field="window")
+    return window_ms
+
+
+# --- funnels -------------------------------------------------------------------------------------
+
+
+def funnel(
+    db: Any,
+    scope: Scope,
+    *,
+    steps: list[str],
+    granularity: str = "event",
+    window_ms: int = 7 * DAY_MS,
+    instead: int = 5,
+) -> dict[str, Any]:
+    """Customers through ``steps`` in order (each after the previous, all within
+    ``window_ms`` of the first), across channels; for each drop-off, where those
+    customers went instead (their next step, or nothing)."""
+    if not 2 <= len(steps) <= MAX_FUNNEL_STEPS:
+        raise InvalidInput(f"a funnel has 2-{MAX_FUNNEL_STEPS} steps", field="steps")
+    label = label_column(granularity)
+    _window(window_ms)
+    events, parameters = scope.events_sql(interactions=True)
+    reached = [f"s{index}" for index in range(len(steps))]
+    ctes = [
+        f"ev AS ({events})",
+        f"s0 AS (SELECT customer_id, min(ts) AS ts, min(ts) AS start FROM ev WHERE {label} = ? GROUP BY customer_id)",
+    ]
+    values: list[Any] = [*parameters, steps[0]]
+    for index in range(1, len(steps)):
+        ctes.append(
+            f"s{index} AS (SELECT p.customer_id, min(e.ts) AS ts, p.start FROM s{index - 1} p JOIN ev e "
+            f"ON e.customer_id = p.customer_id AND e.{label} = ? AND e.ts > p.ts "
+            "AND epoch_ms(e.ts) - epoch_ms(p.start) <= ? GROUP BY p.customer_id, p.start)"
+        )
+        values.extend([steps[index], window_ms])
+    counts = db.execute(
+        f"WITH {', '.join(ctes)} SELECT {', '.join(f'(SELECT count(*) FROM {name})' for name in reached)}", values
+    ).fetchone()
+    result_steps = []
+    for index, step in enumerate(steps):
+        count = int(counts[index])
+        entry: dict[str, Any] = {
+            "step": step,
+            "customers": count,
+            "of_first": _share(count, int(counts[0])),
+            "of_previous": _share(count, int(counts[index - 1])) if index else 100.0 if count else None,
+        }
+        if index + 1 < len(steps):
+            dropped = count - int(counts[index + 1])
+            entry["dropped"] = dropped
+            rows = db.execute(
+                f"WITH {', '.join(ctes)}, lost AS (SELECT * FROM s{index} WHERE customer_id NOT IN "
+                f"(SELECT customer_id FROM s{index + 1})), next_step AS ("
+                f"  SELECT l.customer_id, arg_min(e.{label}, (e.ts, e.seq)) AS step FROM lost l LEFT JOIN ev e "
+                "  ON e.customer_id = l.customer_id AND e.ts > l.ts AND epoch_ms(e.ts) - epoch_ms(l.start) <= ? "
+                "  GROUP BY l.customer_id"
+                ") SELECT coalesce(step, '(nothing)'), count(*) FROM next_step GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+                [*values, window_ms, instead],
+            ).fetchall()
+            entry["went_instead"] = [
+                {"step": name, "customers": int(n), "share": _share(int(n), dropped)} for name, n in rows
+            ]
+        result_steps.append(entry)
+    return {
+        "scope": scope.describe(),
+        "granularity": granularity,
+        "window_ms": window_ms,
+        "steps": result_steps,
+        "conversion": _share(int(counts[-1]), int(counts[0])),
+    }
+
+
+# --- channel switching -----------------------------------------------------------------------------
+
+
+def switching(
+    db: Any,
+    scope: Scope,
+    *,
+    assisted: list[str],
+    event: str | None = None,
+    granularity: str = "channel:event",
+    window_ms: int = DAY_MS,
+    min_customers: int = 5,
+    top: int = 20,
+) -> dict[str, Any]:
+    """Failure demand: of the customers who did a self-service step (on a channel
+    not in ``assisted``), the share who contacted an assisted channel within
+    ``window_ms`` after. For one ``event``: the rate, and by which step preceded it;
+    without one: every self-service step, ranked by the contacts it is followed by."""
+    if not assisted:
+        raise InvalidInput("name the assisted channels, e.g. assisted=phone,chat", field="assisted")
+    label = label_column(granularity)
+    _window(window_ms)
+    events, parameters = scope.events_sql(interactions=True, channel=False)
+    marks = ", ".join("?" * len(assisted))
+    base = (
+        f"WITH ev AS ({events}), ordered AS ("
+        f"  SELECT customer_id, ts, seq, channel, {label} AS step,"
+        f"  lag({label}) OVER (PARTITION BY customer_id ORDER BY ts, seq) AS previous FROM ev"
+        "), anchors AS ("
+        f"  SELECT customer_id, step, arg_min(previous, (ts, seq)) AS previous, min(ts) AS ts FROM ordered"
+        f"  WHERE channel NOT IN ({marks}) {{only}} GROUP BY customer_id, step"
+        "), switched AS ("
+        "  SELECT a.customer_id, a.step, a.previous, EXISTS (SELECT 1 FROM ev s WHERE s.customer_id = a.customer_id"
+        f"   AND s.channel IN ({marks}) AND s.ts > a.ts AND epoch_ms(s.ts) - epoch_ms(a.ts) <= ?) AS switched"
+        "  FROM anchors a"
+        ")"
+    )
+    values: list[Any] = [*parameters, *assisted]
+    if event is not None:
+        sql = base.replace("{only}", "AND step = ?")
+        values.append(event)
+    else:
+        sql = base.replace("{only}", "")
+    values.extend([*assisted, window_ms])
+    (customers, switched_total) = db.execute(
+        f"{sql} SELECT count(*), count(*) FILTER (WHERE switched) FROM switched", values
+    ).fetchone()
+    customers, switched_total = int(customers or 0), int(switched_total or 0)
+    if event is not None:
+        rows = db.execute(
+            f"{sql} SELECT coalesce(previous, '(start)'), count(*), count(*) FILTER (WHERE switched) FROM switched "
+            "GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 LIMIT ?",
+            [*values, top],
+        ).fetchall()
+        rate = _share(switched_total, customers)
+        return {
+            "scope": scope.describe(),
+            "event": event,
+            "assisted": assisted,
+            "window_ms": window_ms,
+            "customers": customers,
+            "switched": switched_total,
+            "rate": rate,
+            "interval": _interval(switched_total, customers),
+            "by_previous_step": [
+                {
+                    "previous": previous,
+                    "customers": int(n),
+                    "switched": int(s),
+                    "rate": _share(int(s), int(n)),
+                    "interval": _interval(int(s), int(n)),
+                }
+                for previous, n, s in rows
+            ],
+        }
+    rows = db.execute(
+        f"{sql} SELECT step, count(*), count(*) FILTER (WHERE switched) FROM switched GROUP BY step "
+        "HAVING count(*) >= ?",
+        [*values, min_customers],
+    ).fetchall()
+    base_rate = switched_total / customers if customers else 0.0
+    # The steps followed by more contacts than the average self-service step, first.
+    rows.sort(key=lambda row: (-(int(row[2]) - int(row[1]) * base_rate), row[0]))
+    rows = rows[:top]
+    return {
+        "scope": scope.describe(),
+        "assisted": assisted,
+        "window_ms": window_ms,
+        "customer_steps": customers,
+        "switched": switched_total,
+        "rate": _share(switched_total, customers),
+        "steps": [
+            {
+                "step": step,
+                "customers": int(n),
+                "switched": int(s),
+                "rate": _share(int(s), int(n)),
+                "interval": _interval(int(s), int(n)),
+                "lift": round((int(s) / int(n)) / base_rate, 2) if base_rate and int(n) else None,
+                "excess_contacts": round(int(s) - int(n) * base_rate, 1),
+            }
+            for step, n, s in rows
+        ],
+    }
+
+
+def _interval(part: int, whole: int) -> list[float] | None:
+    if not whole:
+        return None
+    low, high = wilson_interval(part, whole)
+    return [round(100 * low, 2), round(100 * high, 2)]
+
+
+# --- feedback root causes ----------------------------------------------------------------------------
+
+
+def _critical(metric: str, threshold: float | None) -> tuple[str, float]:
+    if metric not in CRITICAL:
+        raise InvalidInput(f"metric must be one of {', '.join(CRITICAL)}", field="metric")
+    comparison, default = CRITICAL[metric]
+    return comparison, default if threshold is None else threshold
+
+
+def _patterns_sql(
+    scope: Scope, metric: str, channel: str | None, critical: tuple[str, float], lookback_ms: int, kinds: list[str]
+) -> tuple[str, list[Any]]:
+    """A CTE list ending in ``patterns(answer, customer_id, critical, kind, pattern)``:
+    one row per answer and distinct pattern in its lookback."""
+    unknown = [kind for kind in kinds if kind not in PATTERN_KINDS]
+    if unknown or not kinds:
+        raise InvalidInput(f"patterns are some of {', '.join(PATTERN_KINDS)}", field="patterns")
+    events, parameters = scope.events_sql(channel=False)
+    comparison, threshold = critical
+    clauses = ["metric = ?"]
+    values: list[Any] = [*parameters, threshold, metric]
+    if channel is not None:
+        clauses.append("channel = ?")
+        values.append(channel)
+    values.append(lookback_ms)
+    selects = []
+    if "event" in kinds:
+        selects.append(
+            "SELECT DISTINCT answer, customer_id, critical, 'event' AS kind, label_both AS pattern FROM before"
+        )
+    if "transition" in kinds:
+        selects.append(
+            "SELECT DISTINCT answer, customer_id, critical, 'transition', previous_channel || ' → ' || channel "
+            "FROM before WHERE previous_channel IS NOT NULL AND previous_channel <> channel"
+        )
+    if "sequence" in kinds:
+        selects.append(
+            "SELECT DISTINCT answer, customer_id, critical, 'sequence', previous_label || ' → ' || label_both "
+            "FROM before WHERE previous_label IS NOT NULL"
+        )
+    sql = (
+        f"ev AS ({events}), answers AS ("
+        f"  SELECT seq AS answer, customer_id, ts, score {comparison} ? AS critical FROM ev WHERE {' AND '.join(clauses)}"
+        "), before AS ("
+        "  SELECT a.answer, a.customer_id, a.critical, e.channel, e.label_both,"
+        "  lag(e.channel) OVER w AS previous_channel, lag(e.label_both) OVER w AS previous_label"
+        "  FROM answers a JOIN ev e ON e.customer_id = a.customer_id AND e.ts < a.ts"
+        "  AND epoch_ms(a.ts) - epoch_ms(e.ts) <= ? AND e.metric IS NULL"
+        f"  AND e.type IN ('track', 'page', 'screen')"
+        "  WINDOW w AS (PARTITION BY a.answer ORDER BY e.ts, e.seq)"
+        f"), patterns AS ({' UNION ALL '.join(selects)})"
+    )
+    return sql, values
+
+
+def root_causes(
+    db: Any,
+    scope: Scope,
+    *,
+    metric: str,
+    channel: str | None = None,
+    threshold: float | None = None,
+    lookback_ms: int = 2 * 3_600_000,
+    patterns: list[str] | None = None,
+    min_support: int = 5,
+    top: int = 20,
+    examples: int = 3,
+) -> dict[str, Any]:
+    """For critical answers of ``metric`` (on ``channel``), the patterns in the
+    ``lookback_ms`` before them — events, channel transitions, two-step sequences —
+    ranked by lift: how much likelier an answer is critical when the pattern came
+    before it than overall, with support, customers and a 95 % interval."""
+    critical = _critical(metric, threshold)
+    _window(lookback_ms)
+    kinds = patterns or list(PATTERN_KINDS)
+    ctes, values = _patterns_sql(scope, metric, channel, critical, lookback_ms, kinds)
+    total, critical_total = db.execute(
+        f"WITH {ctes} SELECT count(*), count(*) FILTER (WHERE critical) FROM answers", values
+    ).fetchone()
+    total, critical_total = int(total or 0), int(critical_total or 0)
+    base = critical_total / total if total else 0.0
+    rows = db.execute(
+        f"WITH {ctes} SELECT kind, pattern, count(*) AS answers, count(*) FILTER (WHERE critical) AS critical,"
+        " count(DISTINCT customer_id) FILTER (WHERE critical) AS customers,"
+        " list(DISTINCT customer_id) FILTER (WHERE critical) AS who"
+        " FROM patterns GROUP BY kind, pattern HAVING count(*) FILTER (WHERE critical) >= ?",
+        [*values, min_support],
+    ).fetchall()
+    findings = []
+    for kind, pattern, answers, critical_answers, customers, who in rows:
+        answers, critical_answers = int(answers), int(critical_answers)
+        rate = critical_answers / answers
+        low, high = wilson_interval(critical_answers, answers)
+        lift = rate / base if base else None
+        findings.append(
+            {
+                "kind": kind,
+                "pattern": pattern,
+                "answers": answers,
+                "critical": critical_answers,
+                "customers": int(customers),
+                "coverage": _share(critical_answers, critical_total),
+                "critical_rate": round(100 * rate, 2),
+                "lift": round(lift, 2) if lift is not None else None,
+                "lift_interval": [round(low / base, 2), round(high / base, 2)] if base else None,
+                "examples": sorted(str(customer) for customer in (who or []))[:examples],
+            }
+        )
+    findings.sort(key=lambda f: (-(f["lift_interval"] or [0])[0], -f["customers"], f["pattern"]))
+    findings = findings[:top]
+    window = _duration_text(lookback_ms)
+    subject = f"critical {channel + ' ' if channel else ''}{metric.upper()}"
+    for finding in findings:
+        where = _where(finding)
+        finding["sentence"] = (
+            f"{finding['coverage']:g} % of {subject} follows {where} within {window}; "
+            f"lift {finding['lift']:g}, {finding['customers']} customers"
+        )
+        finding["timelines"] = [f"/v1/profiles/{customer}/timeline" for customer in finding["examples"]]
+    return {
+        "scope": scope.describe(),
+        "metric": metric,
+        "channel": channel,
+        "critical": f"{critical[0]} {critical[1]:g}",
+        "lookback_ms": lookback_ms,
+        "answers": total,
+        "critical_answers": critical_total,
+        "critical_rate": _share(critical_total, total),
+        "findings": findings,
+    }
+
+
+def _where(finding: dict[str, Any]) -> str:
+    pattern = str(finding["pattern"])
+    if finding["kind"] == "event":
+        channel, _, name = pattern.partition(":")
+        return f"`{name}` in the {channel}"
+    if finding["kind"] == "transition":
+        return f"a switch {pattern.replace(' → ', ' to ')}"
+    return f"`{pattern}`"
+
+
+def _duration_text(ms: int) -> str:
+    for unit, size in (("d", DAY_MS), ("h", 3_600_000), ("min", 60_000)):
+        if ms % size == 0:
+            return f"{ms // size} {unit}"
+    return f"{ms // 1000} s"
+
+
+# --- opportunities --------------------------------------------------------------------------------
+
+
+def opportunities(
+    db: Any,
+    scope: Scope,
+    *,
+    metric: str | None = None,
+    channel: str | None = None,
+    threshold: float | None = None,
+    lookback_ms: int = 2 * 3_600_000,
+    assisted: list[str] | None = None,
+    window_ms: int = DAY_MS,
+    min_support: int = 5,
+    top: int = 20,
+) -> dict[str, Any]:
+    """The fixes that matter most: for each path that goes wrong more often than
+    the rest, how many bad outcomes there would be fewer if it behaved like the
+    baseline — critical answers (with ``metric``), contacts on assisted channels
+    after self-service (with ``assisted``) — ranked by customers spared."""
+    if metric is None and not assisted:
+        raise InvalidInput(
+            "give a metric (satisfaction) or assisted channels (failure demand), or both", field="metric"
+        )
+    found: list[dict[str, Any]] = []
+    if metric is not None:
+        causes = root_causes(
+            db,
+            scope,
+            metric=metric,
+            channel=channel,
+            threshold=threshold,
+            lookback_ms=lookback_ms,
+            patterns=["event", "sequence"],
+            min_support=min_support,
+            top=1000,
+        )
+        total, critical_total = causes["answers"], causes["critical_answers"]
+        for finding in causes["findings"]:
+            rest = total - finding["answers"]
+            if rest < min_support:
+                continue  # (nearly) every answer follows it: no baseline to compare with
+            baseline = (critical_total - finding["critical"]) / rest
+            spared = finding["critical"] - finding["answers"] * baseline
+            if spared <= 0:
+                continue
+            found.append(
+                {
+                    "kind": "satisfaction",
+                    "pattern": finding["pattern"],
+                    "spared": round(spared, 1),
+                    "rate": finding["critical_rate"],
+                    "baseline": round(100 * baseline, 2),
+                    "customers": finding["customers"],
+                    "sentence": (
+                        f"If {_where(finding)} went like the rest, about {round(spared):d} fewer critical "
+                        f"{metric.upper()} answers ({finding['critical_rate']:g} % critical vs {100 * baseline:.1f} %)"
+                    ),
+                }
+            )
+    if assisted:
+        demand = switching(db, scope, assisted=assisted, window_ms=window_ms, min_customers=min_support, top=1000)
+        for step in demand["steps"]:
+            rest = demand["customer_steps"] - step["customers"]
+            if rest < min_support:
+                continue
+            baseline = (demand["switched"] - step["switched"]) / rest
+            spared = step["switched"] - step["customers"] * baseline
+            if spared <= 0:
+                continue
+            found.append(
+                {
+                    "kind": "failure_demand",
+                    "pattern": step["step"],
+                    "spared": round(spared, 1),
+                    "rate": step["rate"],
+                    "baseline": round(100 * baseline, 2),
+                    "customers": step["customers"],
+                    "sentence": (
+                        f"If `{step['step']}` worked like other self-service, about {round(spared):d} fewer contacts "
+                        f"on {', '.join(assisted)} ({step['rate']:g} % contact within {_duration_text(window_ms)} "
+                        f"vs {100 * baseline:.1f} %)"
+                    ),
+                }
+            )
+    found.sort(key=lambda item: (-item["spared"], item["pattern"]))
+    return {"scope": scope.describe(), "opportunities": found[:top]}
