@@ -27,7 +27,7 @@ DAY = 24 * HOUR
 class Store:
     """``add`` events, ``process`` them (processor, then the analytics feed)."""
 
-    def __init__(self, directory: Path, config: str = "{}") -> None:
+    def __init__(self, directory: Path, config: str = "{}", journeys: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.clock = Clock(T0)
 
@@ -36,6 +36,9 @@ class Store:
             await catalog.start()
             await bootstrap(catalog, write_key=None, admin_token=None)
             await catalog.set_config("default", parse_config(config))
+            for body in journeys:
+                journey_id = body.split("id:", 1)[1].split()[0]
+                await catalog.deploy_journey("default", journey_id, body, "2026-09-21T00:00:00Z")
             await catalog.close()
 
         asyncio.run(setup())

@@ -4,7 +4,6 @@ process-mining implementation) on a generated log."""
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 

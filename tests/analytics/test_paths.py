@@ -3,8 +3,6 @@ with known answers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from polku.adapters.duckdb import analytics_store
