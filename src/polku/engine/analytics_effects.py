@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from itertools import pairwise
 from typing import Any, Final
 
 from polku.core.errors import InvalidInput
@@ -59,7 +60,7 @@ def markov_removal_effects(paths: Counter[tuple[tuple[str, ...], bool]]) -> tupl
     transitions: dict[str, Counter[str]] = {}
     for (path, converted), count in paths.items():
         states = [START, *path, CONVERSION if converted else NULL]
-        for source, target in zip(states, states[1:], strict=False):
+        for source, target in pairwise(states):
             transitions.setdefault(source, Counter())[target] += count
     channels = sorted({channel for (path, _), _ in paths.items() for channel in path})
     if len(channels) > MAX_CHANNELS:
@@ -100,7 +101,7 @@ def _conversion(transitions: dict[str, Counter[str]], channels: list[str], remov
 def _solve(matrix: list[list[float]], vector: list[float]) -> list[float]:
     """Gaussian elimination with partial pivoting (the system is small)."""
     size = len(vector)
-    rows = [row[:] + [value] for row, value in zip(matrix, vector, strict=True)]
+    rows = [[*row, value] for row, value in zip(matrix, vector, strict=True)]
     for column in range(size):
         pivot = max(range(column, size), key=lambda r: abs(rows[r][column]))
         if abs(rows[pivot][column]) < 1e-12:
@@ -125,14 +126,14 @@ def attribution(
     total_effect = sum(effects.values())
     first: Counter[str] = Counter()
     last: Counter[str] = Counter()
-    linear: Counter[str] = Counter()
+    linear: dict[str, float] = {}
     for (path, converted), count in paths.items():
         if not converted:
             continue
         first[path[0]] += count
         last[path[-1]] += count
         for channel in path:
-            linear[channel] += count / len(path)
+            linear[channel] = linear.get(channel, 0.0) + count / len(path)
     channels = sorted(effects, key=lambda channel: (-effects[channel], channel))
     return {
         "scope": scope.describe(),
@@ -147,7 +148,7 @@ def attribution(
                 "markov": round(conversions * effects[channel] / total_effect, 2) if total_effect else 0.0,
                 "first_touch": first[channel],
                 "last_touch": last[channel],
-                "linear": round(linear[channel], 2),
+                "linear": round(linear.get(channel, 0.0), 2),
             }
             for channel in channels
         ],
