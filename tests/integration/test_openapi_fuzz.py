@@ -51,6 +51,7 @@ SEMANTIC_VALIDATION = {
     "/v1/invitations/{token}/answer",
     "/v1/feedback/metrics",
     "/s/{token}",
+    "/v1/analytics/{name}",
 }
 
 # The document the app serves (a test below holds the two equal), loaded without an

@@ -45,15 +45,18 @@ def funnel(
     _window(window_ms)
     events, parameters = scope.events_sql(interactions=True)
     reached = [f"s{index}" for index in range(len(steps))]
+    # Each step's moment is (ts, seq): steps logged in the same millisecond keep their order.
     ctes = [
         f"ev AS ({events})",
-        f"s0 AS (SELECT customer_id, min(ts) AS ts, min(ts) AS start FROM ev WHERE {label} = ? GROUP BY customer_id)",
+        f"s0 AS (SELECT customer_id, min(ts) AS ts, arg_min(seq, (ts, seq)) AS seq, min(ts) AS start FROM ev "
+        f"WHERE {label} = ? GROUP BY customer_id)",
     ]
     values: list[Any] = [*parameters, steps[0]]
     for index in range(1, len(steps)):
         ctes.append(
-            f"s{index} AS (SELECT p.customer_id, min(e.ts) AS ts, p.start FROM s{index - 1} p JOIN ev e "
-            f"ON e.customer_id = p.customer_id AND e.{label} = ? AND e.ts > p.ts "
+            f"s{index} AS (SELECT p.customer_id, min(e.ts) AS ts, arg_min(e.seq, (e.ts, e.seq)) AS seq, p.start "
+            f"FROM s{index - 1} p JOIN ev e ON e.customer_id = p.customer_id AND e.{label} = ? "
+            "AND (e.ts > p.ts OR (e.ts = p.ts AND e.seq > p.seq)) "
             "AND epoch_ms(e.ts) - epoch_ms(p.start) <= ? GROUP BY p.customer_id, p.start)"
         )
         values.extend([steps[index], window_ms])
@@ -76,7 +79,8 @@ def funnel(
                 f"WITH {', '.join(ctes)}, lost AS (SELECT * FROM s{index} WHERE customer_id NOT IN "
                 f"(SELECT customer_id FROM s{index + 1})), next_step AS ("
                 f"  SELECT l.customer_id, arg_min(e.{label}, (e.ts, e.seq)) AS step FROM lost l LEFT JOIN ev e "
-                "  ON e.customer_id = l.customer_id AND e.ts > l.ts AND epoch_ms(e.ts) - epoch_ms(l.start) <= ? "
+                "  ON e.customer_id = l.customer_id AND (e.ts > l.ts OR (e.ts = l.ts AND e.seq > l.seq))"
+                "  AND epoch_ms(e.ts) - epoch_ms(l.start) <= ? "
                 "  GROUP BY l.customer_id"
                 ") SELECT coalesce(step, '(nothing)'), count(*) FROM next_step GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
                 [*values, window_ms, instead],
@@ -123,11 +127,13 @@ def switching(
         f"  SELECT customer_id, ts, seq, channel, {label} AS step,"
         f"  lag({label}) OVER (PARTITION BY customer_id ORDER BY ts, seq) AS previous FROM ev"
         "), anchors AS ("
-        f"  SELECT customer_id, step, arg_min(previous, (ts, seq)) AS previous, min(ts) AS ts FROM ordered"
+        f"  SELECT customer_id, step, arg_min(previous, (ts, seq)) AS previous, min(ts) AS ts,"
+        "  arg_min(seq, (ts, seq)) AS seq FROM ordered"
         f"  WHERE channel NOT IN ({marks}) {{only}} GROUP BY customer_id, step"
         "), switched AS ("
         "  SELECT a.customer_id, a.step, a.previous, EXISTS (SELECT 1 FROM ev s WHERE s.customer_id = a.customer_id"
-        f"   AND s.channel IN ({marks}) AND s.ts > a.ts AND epoch_ms(s.ts) - epoch_ms(a.ts) <= ?) AS switched"
+        f"   AND s.channel IN ({marks}) AND (s.ts > a.ts OR (s.ts = a.ts AND s.seq > a.seq))"
+        "   AND epoch_ms(s.ts) - epoch_ms(a.ts) <= ?) AS switched"
         "  FROM anchors a"
         ")"
     )
@@ -254,7 +260,8 @@ def _patterns_sql(
         "), before AS ("
         "  SELECT a.answer, a.customer_id, a.critical, e.channel, e.label_both,"
         "  lag(e.channel) OVER w AS previous_channel, lag(e.label_both) OVER w AS previous_label"
-        "  FROM answers a JOIN ev e ON e.customer_id = a.customer_id AND e.ts < a.ts"
+        "  FROM answers a JOIN ev e ON e.customer_id = a.customer_id"
+        "  AND (e.ts < a.ts OR (e.ts = a.ts AND e.seq < a.answer))"
         "  AND epoch_ms(a.ts) - epoch_ms(e.ts) <= ? AND e.metric IS NULL"
         f"  AND e.type IN ('track', 'page', 'screen')"
         "  WINDOW w AS (PARTITION BY a.answer ORDER BY e.ts, e.seq)"

@@ -36,8 +36,10 @@ def journeys_to_goal(
     events, parameters = scope.events_sql(interactions=True, channel=False)
     rows = db.execute(
         f"WITH ev AS ({events}), firsts AS (SELECT customer_id, min(ts) AS first FROM ev GROUP BY customer_id), "
-        f"goals AS (SELECT customer_id, min(ts) AS ts FROM ev WHERE {label} = ? GROUP BY customer_id) "
-        "SELECT list(e.channel ORDER BY e.ts, e.seq) FILTER (WHERE g.ts IS NULL OR e.ts < g.ts), "
+        f"goals AS (SELECT customer_id, min(ts) AS ts, arg_min(seq, (ts, seq)) AS seq FROM ev WHERE {label} = ? "
+        "GROUP BY customer_id) "
+        "SELECT list(e.channel ORDER BY e.ts, e.seq) FILTER (WHERE g.ts IS NULL OR e.ts < g.ts "
+        "OR (e.ts = g.ts AND e.seq < g.seq)), "
         "bool_or(g.ts IS NOT NULL AND epoch_ms(g.ts) - epoch_ms(f.first) <= ?) "
         "FROM ev e JOIN firsts f USING (customer_id) LEFT JOIN goals g USING (customer_id) GROUP BY e.customer_id",
         [*parameters, goal, window_ms],

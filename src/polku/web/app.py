@@ -22,7 +22,15 @@ from polku.config import Settings
 from polku.core.errors import PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
-from polku.web import admin_routes, delivery_routes, ingest_routes, journey_routes, profile_routes, survey_routes
+from polku.web import (
+    admin_routes,
+    analytics_routes,
+    delivery_routes,
+    ingest_routes,
+    journey_routes,
+    profile_routes,
+    survey_routes,
+)
 from polku.web.children import analytics_child, dispatcher_child, processor_child
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
@@ -112,6 +120,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             *profile_routes.routes,
             *journey_routes.routes,
             *survey_routes.routes,
+            *analytics_routes.routes,
             *delivery_routes.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -255,6 +255,12 @@ def _journey_paths() -> dict[str, Any]:
     }
 
 
+def analytics_paths() -> dict[str, Any]:
+    from polku.web.openapi_analytics import analytics_paths as paths  # it imports this module's helpers
+
+    return paths()
+
+
 def survey_paths() -> dict[str, Any]:
     from polku.web.openapi_surveys import survey_paths as paths  # it imports this module's helpers
 
@@ -510,6 +516,7 @@ def build_openapi() -> dict[str, Any]:
     paths.update(_profile_paths())
     paths.update(_journey_paths())
     paths.update(survey_paths())
+    paths.update(analytics_paths())
     paths["/v1/deliveries"] = _read(
         "list_deliveries",
         "The dispatcher's ledger: each message's delivery status (pending, sent, dead), attempts and last error,"
