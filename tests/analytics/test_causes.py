@@ -95,7 +95,8 @@ def test_root_causes_rank_the_failed_reset_first_with_its_lift(store: Store) -> 
     assert reset["sentence"] == (
         "88.89 % of critical phone CSAT follows `Password Reset Failed` in the app within 2 h; lift 1.78, 8 customers"
     )
-    assert by_pattern["app → phone"]["critical"] == 8
+    # The switch to the phone and the two-step sequence always come with it: one finding.
+    assert set(reset["together_with"]) == {"app → phone", "app:Password Reset Failed → phone:Call Started"}
     assert "web:Home" not in by_pattern  # one critical answer: below the support
     assert all(link.startswith("/v1/profiles/") for link in reset["timelines"])
 

@@ -37,3 +37,32 @@ def test_a_merge_after_the_fact_moves_the_history_to_the_survivor(tmp_path: Path
     assert store.rows("SELECT count(DISTINCT customer_id) FROM events") == [(1,)]
     (names,) = store.rows("SELECT list(coalesce(name, type) ORDER BY seq) FROM events")
     assert names == (["Signed Up", "App Opened", "identify"],)
+
+
+def test_paths_and_variants_follow_a_merged_customer(tmp_path: Path) -> None:
+    from polku.adapters.duckdb import analytics_store
+    from polku.engine import analytics
+
+    store = Store(tmp_path)
+    store.add(event(anonymous_id="device-9", event="Reset Failed", channel="app", ts=T0))
+    store.add(event(user_id="ann", event="Call Started", channel="phone", ts=T0 + 10 * MINUTE))
+    store.process()
+
+    def found() -> tuple[dict[str, object], dict[str, object]]:
+        with analytics_store.reader(tmp_path) as db:
+            scope = analytics.Scope("default")
+            return (
+                analytics.variants(db, scope, granularity="channel"),
+                analytics.paths(db, scope, start="app:Reset Failed", steps=1),
+            )
+
+    variants, paths = found()
+    assert variants["customers"] == 2  # two people, as far as anyone knows
+    assert {link["target"] for link in paths["links"]} == {"1:(end)"}  # type: ignore[union-attr]
+    # Later the device logs in as ann: one person, who failed in the app and then called.
+    store.add(event("identify", user_id="ann", anonymous_id="device-9", ts=T0 + 20 * MINUTE, channel="app"))
+    store.process()
+    variants, paths = found()
+    assert variants["customers"] == 1
+    assert [row["path"] for row in variants["top"]] == [["app", "phone"]]  # type: ignore[union-attr]
+    assert {link["target"] for link in paths["links"]} == {"1:phone:Call Started"}  # type: ignore[union-attr]

@@ -266,8 +266,8 @@ def paths(
     of every customer who took it — their first time in the period — within
     ``window_ms`` of it (or within its session: no gap over 30 minutes). Nodes and
     links for a Sankey; a path that stops early ends in ``(end)``/``(start)``.
-    ``start``/``end`` are matched at the chosen granularity (``Password Reset
-    Failed``, ``app``, ``app:Password Reset Failed``)."""
+    ``start``/``end`` are matched at the chosen granularity (``Signed Up``,
+    ``web``, ``web:Signed Up``)."""
     if (start is None) == (end is None):
         raise InvalidInput("give exactly one of start or end", field="start")
     if not 1 <= steps <= MAX_STEPS:

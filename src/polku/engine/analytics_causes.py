@@ -124,12 +124,12 @@ def switching(
     marks = ", ".join("?" * len(assisted))
     base = (
         f"WITH ev AS ({events}), ordered AS ("
-        f"  SELECT customer_id, ts, seq, channel, {label} AS step,"
+        f"  SELECT customer_id, ts, seq, channel, {label} AS step, metric IS NOT NULL AS is_feedback,"
         f"  lag({label}) OVER (PARTITION BY customer_id ORDER BY ts, seq) AS previous FROM ev"
         "), anchors AS ("
         f"  SELECT customer_id, step, arg_min(previous, (ts, seq)) AS previous, min(ts) AS ts,"
         "  arg_min(seq, (ts, seq)) AS seq FROM ordered"
-        f"  WHERE channel NOT IN ({marks}) {{only}} GROUP BY customer_id, step"
+        f"  WHERE channel NOT IN ({marks}) AND NOT is_feedback {{only}} GROUP BY customer_id, step"
         "), switched AS ("
         "  SELECT a.customer_id, a.step, a.previous, EXISTS (SELECT 1 FROM ev s WHERE s.customer_id = a.customer_id"
         f"   AND s.channel IN ({marks}) AND (s.ts > a.ts OR (s.ts = a.ts AND s.seq > a.seq))"
@@ -323,6 +323,11 @@ def root_causes(
                 "examples": sorted(str(customer) for customer in (who or []))[:examples],
             }
         )
+    # Only patterns after which a critical answer is likelier than overall.
+    findings = [f for f in findings if f["lift"] is not None and f["lift"] > 1]
+    for finding in findings:
+        finding["significant"] = bool(finding["lift_interval"] and finding["lift_interval"][0] > 1)
+    findings = _merge_twins(db, scope, findings)
     findings.sort(key=lambda f: (-(f["lift_interval"] or [0])[0], -f["customers"], f["pattern"]))
     findings = findings[:top]
     window = _duration_text(lookback_ms)
@@ -345,6 +350,37 @@ def root_causes(
         "critical_rate": _share(critical_total, total),
         "findings": findings,
     }
+
+
+KIND_ORDER: Final = {"event": 0, "sequence": 1, "transition": 2}
+
+
+def _merge_twins(db: Any, scope: Scope, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Patterns that always come together (an app opened, a reset requested, a
+    reset failed) before the same answers are one finding: the most specific — an
+    event before a sequence or a transition, the rarest event overall — named, the
+    others listed with it (``together_with``)."""
+    events, parameters = scope.events_sql(channel=False)
+    counts = dict(
+        db.execute(f"WITH ev AS ({events}) SELECT label_both, count(*) FROM ev GROUP BY 1", parameters).fetchall()
+    )
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for finding in findings:
+        key = (finding["answers"], finding["critical"], finding["customers"], tuple(finding["examples"]))
+        groups.setdefault(key, []).append(finding)
+    merged = []
+    for twins in groups.values():
+        twins.sort(
+            key=lambda f: (
+                KIND_ORDER[f["kind"]],
+                counts.get(f["pattern"], 0) if f["kind"] == "event" else 0,
+                f["pattern"],
+            )
+        )
+        first = twins[0]
+        first["together_with"] = [f["pattern"] for f in twins[1:]]
+        merged.append(first)
+    return merged
 
 
 def _where(finding: dict[str, Any]) -> str:

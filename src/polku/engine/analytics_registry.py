@@ -214,11 +214,14 @@ def parse(analysis: Analysis, workspace: str, raw: Mapping[str, str]) -> tuple[a
         if len(text) > limit:
             raise InvalidInput(f"parameter {parameter.name!r} is longer than {limit} characters", field=parameter.name)
         values[parameter.name] = _convert(parameter, text)
+    own = {parameter.name for parameter in analysis.parameters}
+    # An analysis that has a parameter of a scope's name (root causes' `channel`, the
+    # answers' channel) keeps it; its scope then covers every channel.
     scope = analytics.Scope(
         workspace=workspace,
         since_ms=values.pop("since") or 0,
         until_ms=values.pop("until") or 0,
-        channel=values.pop("channel"),
+        channel=None if "channel" in own else values.pop("channel"),
         segment=values.pop("segment"),
         customers=values.pop("customers") or "all",
     ).check()

@@ -4,11 +4,13 @@ their parameters, ``GET /v1/analytics/{name}?…`` runs one (docs/analytics.md).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from polku.adapters.duckdb import analytics_store
 from polku.engine.analytics_registry import analysis_named, describe, parse, run
 from polku.web.auth import admin_access
 from polku.web.responses import json_response
@@ -16,8 +18,23 @@ from polku.web.services import services
 
 
 async def list_analyses(request: Request) -> Response:
-    await admin_access(request, services(request).catalog)
-    return json_response({"analyses": describe()})
+    """The analyses, and how current the store is (``lag``: log events not in it yet)."""
+    found = services(request)
+    await admin_access(request, found.catalog)
+
+    def store() -> dict[str, Any]:
+        from polku.adapters.sqlite.log_reader import SqliteLogReader
+
+        with analytics_store.reader(found.settings.data_dir) as db:
+            current = analytics_store.status(db, found.settings.data_dir)
+        log = SqliteLogReader(found.settings.data_dir)
+        try:
+            end = log.last_seq()
+        finally:
+            log.close()
+        return {**current, "log_end": end, "lag": max(0, end - current["fed_to"])}
+
+    return json_response({"store": await asyncio.to_thread(store), "analyses": describe()})
 
 
 async def run_analysis(request: Request) -> Response:

@@ -148,3 +148,12 @@ class _ArrowTypes(dict[str, Any]):
 
 
 _ARROW_TYPES: Final = _ArrowTypes()
+
+
+def status(connection: Any, data_dir: Path) -> dict[str, Any]:
+    """How far the store is fed, and how big it is."""
+    position, _, _ = feed_position(connection)
+    (events,) = connection.execute("SELECT count(*) FROM events").fetchone()
+    path = analytics_path(data_dir)
+    size = sum(p.stat().st_size for p in (path, path.with_name(path.name + ".wal")) if p.exists())
+    return {"fed_to": int(position), "events": int(events), "size_bytes": size}

@@ -1,0 +1,1 @@
+"""``polku demo``: a believable company sending events into a real polku (docs/demo.md)."""
