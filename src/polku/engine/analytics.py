@@ -182,22 +182,20 @@ def variants(
     if not 1 <= top <= 1000:
         raise InvalidInput("top must be 1-1000", field="top")
     events, parameters = scope.events_sql(interactions=True)
-    rows = db.execute(
+    # One pass: the totals ride along on every row as window aggregates over the
+    # grouped paths (building 1,000,000 traces twice was half the time).
+    found = db.execute(
         f"WITH ev AS ({events}), traces AS ("
         f"  SELECT customer_id, list({label} ORDER BY ts, seq) AS trace FROM ev GROUP BY customer_id"
-        "), cut AS ("
-        "  SELECT CASE WHEN len(trace) > ? THEN list_append(trace[1:?], '…') ELSE trace END AS path FROM traces"
-        ") SELECT path, count(*) AS customers FROM cut GROUP BY path ORDER BY customers DESC, path LIMIT ?",
+        "), counted AS ("
+        "  SELECT CASE WHEN len(trace) > ? THEN list_append(trace[1:?], '…') ELSE trace END AS path,"
+        "  count(*) AS customers FROM traces GROUP BY path"
+        ") SELECT path, customers, sum(customers) OVER (), count(*) OVER () FROM counted "
+        "ORDER BY customers DESC, path LIMIT ?",
         [*parameters, max_length, max_length, top],
     ).fetchall()
-    customers, distinct = db.execute(
-        f"WITH ev AS ({events}), traces AS ("
-        f"  SELECT customer_id, list({label} ORDER BY ts, seq) AS trace FROM ev GROUP BY customer_id"
-        "), cut AS ("
-        "  SELECT CASE WHEN len(trace) > ? THEN list_append(trace[1:?], '…') ELSE trace END AS path FROM traces"
-        ") SELECT count(*), count(DISTINCT path) FROM cut",
-        [*parameters, max_length, max_length],
-    ).fetchone()
+    rows = [(path, count) for path, count, _, _ in found]
+    customers, distinct = (found[0][2], found[0][3]) if found else (0, 0)
     customers = int(customers or 0)
     listed = sum(int(count) for _, count in rows)
     return {

@@ -144,16 +144,16 @@ def switching(
     else:
         sql = base.replace("{only}", "")
     values.extend([*assisted, window_ms])
-    (customers, switched_total) = db.execute(
-        f"{sql} SELECT count(*), count(*) FILTER (WHERE switched) FROM switched", values
-    ).fetchone()
-    customers, switched_total = int(customers or 0), int(switched_total or 0)
+    # One query, grouped; the totals are the groups' sums.
+    group = "coalesce(previous, '(start)')" if event is not None else "step"
+    rows = db.execute(
+        f"{sql} SELECT {group}, count(*), count(*) FILTER (WHERE switched) FROM switched GROUP BY 1", values
+    ).fetchall()
+    customers = sum(int(n) for _, n, _ in rows)
+    switched_total = sum(int(n) for _, _, n in rows)
     if event is not None:
-        rows = db.execute(
-            f"{sql} SELECT coalesce(previous, '(start)'), count(*), count(*) FILTER (WHERE switched) FROM switched "
-            "GROUP BY 1 ORDER BY 3 DESC, 2 DESC, 1 LIMIT ?",
-            [*values, top],
-        ).fetchall()
+        rows.sort(key=lambda row: (-int(row[2]), -int(row[1]), str(row[0])))
+        rows = rows[:top]
         rate = _share(switched_total, customers)
         return {
             "scope": scope.describe(),
@@ -175,11 +175,7 @@ def switching(
                 for previous, n, s in rows
             ],
         }
-    rows = db.execute(
-        f"{sql} SELECT step, count(*), count(*) FILTER (WHERE switched) FROM switched GROUP BY step "
-        "HAVING count(*) >= ?",
-        [*values, min_customers],
-    ).fetchall()
+    rows = [row for row in rows if int(row[1]) >= min_customers]
     base_rate = switched_total / customers if customers else 0.0
     # The steps followed by more contacts than the average self-service step, first.
     rows.sort(key=lambda row: (-(int(row[2]) - int(row[1]) * base_rate), row[0]))
@@ -279,7 +275,7 @@ def root_causes(
     threshold: float | None = None,
     lookback_ms: int = 2 * 3_600_000,
     patterns: list[str] | None = None,
-    min_support: int = 5,
+    min_support: int | None = None,
     top: int = 20,
     examples: int = 3,
 ) -> dict[str, Any]:
@@ -296,6 +292,10 @@ def root_causes(
     ).fetchone()
     total, critical_total = int(total or 0), int(critical_total or 0)
     base = critical_total / total if total else 0.0
+    if min_support is None:
+        # Among thousands of candidate patterns a handful of answers is chance: ask
+        # for 1 % of the critical answers (at least 5).
+        min_support = max(5, critical_total // 100)
     rows = db.execute(
         f"WITH {ctes} SELECT kind, pattern, count(*) AS answers, count(*) FILTER (WHERE critical) AS critical,"
         " count(DISTINCT customer_id) FILTER (WHERE critical) AS customers,"
@@ -348,6 +348,7 @@ def root_causes(
         "answers": total,
         "critical_answers": critical_total,
         "critical_rate": _share(critical_total, total),
+        "min_support": min_support,
         "findings": findings,
     }
 

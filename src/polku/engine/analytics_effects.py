@@ -34,23 +34,27 @@ def journeys_to_goal(
     if not 0 < window_ms <= 366 * DAY_MS:
         raise InvalidInput("window must be a duration up to 366d", field="window")
     events, parameters = scope.events_sql(interactions=True, channel=False)
+    # Paths are built and counted in SQL: a few thousand distinct paths come back,
+    # not a list per customer.
+    repeat = "AND channel IS NOT DISTINCT FROM previous" if collapse else "AND false"
     rows = db.execute(
         f"WITH ev AS ({events}), firsts AS (SELECT customer_id, min(ts) AS first FROM ev GROUP BY customer_id), "
         f"goals AS (SELECT customer_id, min(ts) AS ts, arg_min(seq, (ts, seq)) AS seq FROM ev WHERE {label} = ? "
-        "GROUP BY customer_id) "
-        "SELECT list(e.channel ORDER BY e.ts, e.seq) FILTER (WHERE g.ts IS NULL OR e.ts < g.ts "
-        "OR (e.ts = g.ts AND e.seq < g.seq)), "
-        "bool_or(g.ts IS NOT NULL AND epoch_ms(g.ts) - epoch_ms(f.first) <= ?) "
-        "FROM ev e JOIN firsts f USING (customer_id) LEFT JOIN goals g USING (customer_id) GROUP BY e.customer_id",
+        "GROUP BY customer_id), touches AS ("
+        "  SELECT e.customer_id, e.ts, e.seq, e.channel, g.ts AS goal_ts, f.first,"
+        "  lag(e.channel) OVER (PARTITION BY e.customer_id ORDER BY e.ts, e.seq) AS previous"
+        "  FROM ev e JOIN firsts f USING (customer_id) LEFT JOIN goals g USING (customer_id)"
+        "  WHERE g.ts IS NULL OR e.ts < g.ts OR (e.ts = g.ts AND e.seq < g.seq)"
+        "), paths AS ("
+        f"  SELECT customer_id, list(channel ORDER BY ts, seq) FILTER (WHERE NOT (previous IS NOT NULL {repeat})) AS path,"
+        "  bool_or(goal_ts IS NOT NULL AND epoch_ms(goal_ts) - epoch_ms(first) <= ?) AS converted"
+        "  FROM touches GROUP BY customer_id"
+        ") SELECT path, converted, count(*) FROM paths WHERE len(path) > 0 GROUP BY path, converted",
         [*parameters, goal, window_ms],
     ).fetchall()
     found: Counter[tuple[tuple[str, ...], bool]] = Counter()
-    for channels, converted in rows:
-        path = list(channels or [])
-        if collapse:
-            path = [channel for index, channel in enumerate(path) if index == 0 or path[index - 1] != channel]
-        if path:
-            found[(tuple(path), bool(converted))] += 1
+    for path, converted, count in rows:
+        found[(tuple(path), bool(converted))] += int(count)
     return found
 
 

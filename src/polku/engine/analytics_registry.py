@@ -132,7 +132,11 @@ ANALYSES: Final = {
                 Parameter("threshold", "float", "Critical at or below (CSAT, NPS) / at or above (CES) this."),
                 Parameter("lookback", "duration", "Patterns within this before the answer.", "2h"),
                 Parameter("patterns", "list", "event, transition, sequence.", "event,transition,sequence"),
-                Parameter("min_support", "int", "Only patterns before at least this many critical answers.", 5),
+                Parameter(
+                    "min_support",
+                    "int",
+                    "Only patterns before at least this many critical answers (1 % of them, at least 5, without it).",
+                ),
                 Parameter("top", "int", "List this many.", 20),
             ),
             ("findings", ("sentence", "lift", "lift_interval", "critical", "answers")),
