@@ -107,3 +107,18 @@ def test_opportunities_rank_the_fix_that_spares_most(store: Store) -> None:
     # Without the failed reset's pattern: 1 critical in 10 answers (10 %); with it 8 in 10: about 7 spared.
     assert first["kind"] == "satisfaction" and first["spared"] == 7.0
     assert any(item["kind"] == "failure_demand" for item in found["opportunities"])  # type: ignore[union-attr]
+
+
+def test_success_opportunities_name_the_step_that_leads_away_from_the_goal(store: Store) -> None:
+    # f0-f2 check out after Product; f3, f4 go to Help and stop; f5 stops.
+    found = run(store, analytics_causes.opportunities, goal="web:Checkout", min_support=2)
+    success = [item for item in found["opportunities"] if item["kind"] == "success"]  # type: ignore[union-attr]
+    # At Product, those who went to Help never checked out; the others (to Checkout, or
+    # nowhere) did 3 times in 4.
+    by_step = {item["pattern"]: item for item in success}
+    help_page = by_step["web:Help"]
+    assert help_page["after"] == ["web:Product"]
+    assert help_page["rate"] == 0.0 and help_page["baseline"] == 75.0 and help_page["spared"] == 1.5
+    assert "more customers would reach `web:Checkout`" in help_page["sentence"]
+    # At Home, the callers never checked out; the shoppers did half the time.
+    assert by_step["phone:Call Started"]["spared"] == 5.0

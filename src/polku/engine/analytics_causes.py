@@ -413,6 +413,8 @@ def opportunities(
     threshold: float | None = None,
     lookback_ms: int = 2 * 3_600_000,
     assisted: list[str] | None = None,
+    goal: str | None = None,
+    granularity: str = "channel:event",
     window_ms: int = DAY_MS,
     min_support: int = 5,
     top: int = 20,
@@ -420,10 +422,11 @@ def opportunities(
     """The fixes that matter most: for each path that goes wrong more often than
     the rest, how many bad outcomes there would be fewer if it behaved like the
     baseline — critical answers (with ``metric``), contacts on assisted channels
-    after self-service (with ``assisted``) — ranked by customers spared."""
-    if metric is None and not assisted:
+    after self-service (with ``assisted``), goals not reached after a step (with
+    ``goal``) — ranked by the outcomes spared."""
+    if metric is None and not assisted and goal is None:
         raise InvalidInput(
-            "give a metric (satisfaction) or assisted channels (failure demand), or both", field="metric"
+            "give a metric (satisfaction), assisted channels (failure demand) or a goal (success)", field="metric"
         )
     found: list[dict[str, Any]] = []
     if metric is not None:
@@ -486,5 +489,74 @@ def opportunities(
                     ),
                 }
             )
+    if goal is not None:
+        found.extend(_success(db, scope, goal, granularity, window_ms, min_support))
     found.sort(key=lambda item: (-item["spared"], item["pattern"]))
     return {"scope": scope.describe(), "opportunities": found[:top]}
+
+
+def _success(
+    db: Any, scope: Scope, goal: str, granularity: str, window_ms: int, min_support: int
+) -> list[dict[str, Any]]:
+    """Steps that lead away from ``goal``: of the customers at a step P, those who
+    went on to L reach the goal (within ``window_ms`` of P) less often than those
+    at P who did anything else (or nothing). Comparing at the same point keeps
+    customers who were never heading for the goal out of the baseline."""
+    label = label_column(granularity)
+    _window(window_ms)
+    events, parameters = scope.events_sql(interactions=True)
+    rows = db.execute(
+        f"WITH ev AS ({events}), ordered AS ("
+        f"  SELECT customer_id, ts, seq, {label} AS here, metric,"
+        f"  lead({label}) OVER (PARTITION BY customer_id ORDER BY ts, seq) AS next FROM ev"
+        "), anchors AS ("
+        "  SELECT customer_id, here, arg_min(coalesce(next, '(end)'), (ts, seq)) AS next, min(ts) AS ts,"
+        "  arg_min(seq, (ts, seq)) AS seq FROM ordered WHERE here <> ? AND metric IS NULL GROUP BY customer_id, here"
+        "), reached AS ("
+        f"  SELECT a.here, a.next, EXISTS (SELECT 1 FROM ev g WHERE g.customer_id = a.customer_id AND g.{label} = ?"
+        "   AND (g.ts > a.ts OR (g.ts = a.ts AND g.seq > a.seq)) AND epoch_ms(g.ts) - epoch_ms(a.ts) <= ?) AS converted"
+        "  FROM anchors a"
+        ") SELECT here, next, count(*), count(*) FILTER (WHERE converted) FROM reached GROUP BY here, next",
+        [*parameters, goal, goal, window_ms],
+    ).fetchall()
+    at: dict[str, list[int]] = {}
+    for here, _, n, converted in rows:
+        counts = at.setdefault(str(here), [0, 0])
+        counts[0] += int(n)
+        counts[1] += int(converted)
+    steps: dict[str, dict[str, Any]] = {}
+    for here, next_step, n, converted in rows:
+        n, converted = int(n), int(converted)
+        total, total_converted = at[str(here)]
+        rest = total - n
+        if next_step in (goal, "(end)") or n < min_support or rest < min_support:
+            continue
+        baseline = (total_converted - converted) / rest
+        entry = steps.setdefault(str(next_step), {"customers": 0, "converted": 0, "expected": 0.0, "from": []})
+        entry["customers"] += n
+        entry["converted"] += converted
+        entry["expected"] += n * baseline
+        entry["from"].append(str(here))
+    found = []
+    for step, entry in steps.items():
+        gained = entry["expected"] - entry["converted"]
+        if gained <= 0:
+            continue
+        rate = 100 * entry["converted"] / entry["customers"]
+        baseline = 100 * entry["expected"] / entry["customers"]
+        found.append(
+            {
+                "kind": "success",
+                "pattern": step,
+                "after": entry["from"],
+                "spared": round(gained, 1),
+                "rate": round(rate, 2),
+                "baseline": round(baseline, 2),
+                "customers": entry["customers"],
+                "sentence": (
+                    f"If `{step}` led on like the alternatives, about {round(gained):d} more customers would reach "
+                    f"`{goal}` ({rate:.1f} % within {_duration_text(window_ms)} vs {baseline:.1f} %)"
+                ),
+            }
+        )
+    return found
