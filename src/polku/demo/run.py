@@ -78,6 +78,9 @@ def run_demo(
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
+        # Its own session: Ctrl-C reaches the demo, which then stops the server
+        # (and its children) in order, rather than every process at once.
+        start_new_session=True,
     )  # fmt: skip
     inbox = Inbox()
     stopping = threading.Event()
