@@ -24,7 +24,7 @@ from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
 QuarantineStatus = Literal["open", "resubmitted", "discarded"]
 JourneyStatus = Literal["active", "paused", "archived"]
-DefinitionKind = Literal["journey", "survey"]
+DefinitionKind = Literal["journey", "survey", "actions"]
 """Versioned definitions the catalog stores alike (a ``StoredJourney`` each)."""
 
 

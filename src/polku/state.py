@@ -134,3 +134,7 @@ class StateChanges(msgspec.Struct, kw_only=True):
     """Survey invitations decided (sent or suppressed, with the reason)."""
     feedback: dict[tuple[str, str], FeedbackRow] = {}
     """(workspace, key) → a feedback answer (an edit replaces its invitation's)."""
+    action_stats: dict[tuple[str, str, str], list[int]] = {}
+    """(workspace, action, learning group) → [offers, acceptances, rejections] to add."""
+    decision_stats: dict[tuple[str, str], list[int]] = {}
+    """(workspace, ``treatment`` | ``holdout``) → [decisions, conversions] to add."""

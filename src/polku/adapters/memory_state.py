@@ -49,6 +49,8 @@ class MemoryStateStore:
         self.messages: dict[str, OutboundMessage] = {}
         self.invitations: dict[str, InvitationRecord] = {}
         self.feedback: dict[tuple[str, str], FeedbackRow] = {}
+        self.action_stats: dict[tuple[str, str, str], list[int]] = {}
+        self.decision_stats: dict[tuple[str, str], list[int]] = {}
         self._next_id = 1
 
     def _id(self) -> int:
@@ -229,6 +231,12 @@ class MemoryStateStore:
             self.messages.setdefault(message.key, message)
         for invitation in changes.invitations:
             self.invitations.setdefault(invitation.id, invitation)
+        for key3, counts in changes.action_stats.items():
+            current = self.action_stats.get(key3, [0, 0, 0])
+            self.action_stats[key3] = [a + b for a, b in zip(current, counts, strict=True)]
+        for key2, counts in changes.decision_stats.items():
+            current = self.decision_stats.get(key2, [0, 0])
+            self.decision_stats[key2] = [a + b for a, b in zip(current, counts, strict=True)]
         for key, answer in changes.feedback.items():
             if key not in self.feedback or answer.seq > self.feedback[key].seq:
                 self.feedback[key] = answer

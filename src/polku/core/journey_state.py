@@ -94,6 +94,11 @@ class JourneyState(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The next tick of a scheduled journey this holder's segments qualify for."""
     surveys: SurveyMemory = msgspec.field(default_factory=SurveyMemory)
     """Survey invitations sent (fatigue control)."""
+    actions: dict[str, Any] = {}
+    """Action id → the customer's answers to it (``polku.core.decisions.ActionMemory``,
+    kept as plain data here: decisions build on journeys, not the reverse)."""
+    decisions: dict[str, Any] = {}
+    """Recent decision id → ``DecisionMemory`` as plain data."""
 
     def next_due(self) -> int:
         """The earliest moment something happens without an event (0: never)."""

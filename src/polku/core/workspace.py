@@ -112,6 +112,17 @@ class AgentViewRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     purchase_events: list[str] = msgspec.field(default_factory=lambda: ["Order Completed"])
 
 
+class InterestRules(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What a customer is shopping for now (``GET /v1/profiles/{id}/interests``): the
+    values of ``property`` on their recent ``events``, each weighed by its recency."""
+
+    events: list[str] = msgspec.field(default_factory=lambda: ["Product Viewed", "Added to Cart"])
+    property: str = "product"
+    window: str = "7d"
+    half_life: str = "1d"
+    top: int = 5
+
+
 class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The declarative configuration of one workspace (YAML or JSON)."""
 
@@ -128,6 +139,8 @@ class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The contact policy (docs/contact-policy.md)."""
     surveys: SurveysConfig = msgspec.field(default_factory=SurveysConfig)
     """Survey links and fatigue control (docs/surveys.md)."""
+    interests: InterestRules = msgspec.field(default_factory=InterestRules)
+    """What customers are shopping for now (docs/decisions.md)."""
 
 
 class Workspace(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,6 +198,10 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
     validate_channels(config.channels, config.agent_notes)
     Policy(config.policy)
     Fatigue.compile(config.surveys.fatigue)
+    parse_duration(config.interests.window, "interests.window")
+    parse_duration(config.interests.half_life, "interests.half_life")
+    if not 1 <= config.interests.top <= 50:
+        raise ConfigError("interests.top: must be 1-50", field="interests.top")
     base_url = config.surveys.base_url
     if base_url is not None and not re.match(r"https?://[^/\s]+(/\S*)?$", base_url):
         raise ConfigError(

@@ -26,7 +26,7 @@ from polku.core.identity import event_identifiers
 from polku.core.profile import FEEDBACK_SCALES
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT
 from polku.core.workspace import WorkspaceConfig
-from polku.engine.runtime import internal_customer
+from polku.engine.runtime import internal_customer, is_interaction
 from polku.state import MergeRecord
 
 log = logging.getLogger("polku.analytics")
@@ -98,6 +98,8 @@ class AnalyticsFeeder:
                             customer = self.live(workspace, internal)
                             segments.append((workspace, customer, segment, ts, name == ENTERED_EVENT))
                     continue
+                if not is_interaction(event):
+                    continue  # what polku showed them (a decision), not a step of theirs
                 anchor = "customer:" + internal
                 customer = self.live(workspace, internal)
             elif event.source == "polku":

@@ -41,6 +41,8 @@ from polku.core.journey_engine import Occurrence
 from polku.core.journey_state import ACCOUNT_PREFIX
 from polku.core.profile import Profile, apply_event, condition_view, facts_of, feedback_of
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT, Needs
+from polku.engine.decision_feedback import EVENTS as DECISION_EVENTS
+from polku.engine.decision_feedback import DecisionFeedback
 from polku.engine.identity_change import IdentityChanger
 from polku.engine.journey_runner import JourneyRunner
 from polku.engine.runtime import (
@@ -50,6 +52,7 @@ from polku.engine.runtime import (
     feedback_row,
     internal_customer,
     internal_event,
+    is_interaction,
 )
 from polku.ports import LogReader, StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
@@ -120,6 +123,7 @@ class Processor:
         self.changes = StateChanges(checkpoint=self.checkpoint)
         self.identity = IdentityChanger(self)
         self.journeys = JourneyRunner(self)
+        self.decisions = DecisionFeedback(self)
         self._recorded_links: list[tuple[str, EventKey]] = []
         self.now = 0
         self.seq = 0
@@ -361,6 +365,15 @@ class Processor:
                 profile = self.profile(workspace, customer_id)
             except LookupError:
                 return
+            if not is_interaction(event):
+                # What polku did for them (a decision shown): counters, not a step of theirs.
+                row = TimelineRow(ts, seq, "customer:" + customer_id, event.type, event.event, event.channel, True)
+                self.changes.timeline.setdefault((workspace, customer_id), []).append(row)
+                if event.event in DECISION_EVENTS and self.emit:
+                    self.decisions.after_event(
+                        workspace, runtime, customer_id, event.event, event.channel, event.properties or {}, ts
+                    )
+                return
             self._apply(seq, workspace, runtime, event, ts, profile, "customer:" + customer_id)
             return
         if internal is not None or event.source == "polku":
@@ -405,6 +418,8 @@ class Processor:
         self._recorded_links.clear()
         occurrence = Occurrence(name, event.type, event.channel, event.properties or event.traits or {}, ts, seq)
         self.journeys.after_event(workspace, runtime, profile, occurrence)
+        if name in DECISION_EVENTS and self.emit:
+            self.decisions.after_event(workspace, runtime, customer_id, name, event.channel, event.properties or {}, ts)
 
     def record_internal(self, workspace: str, seq: int, ts: int, event: Event, customer_id: str) -> None:
         live = self.redirect(workspace, customer_id)

@@ -11,6 +11,7 @@ import msgspec
 
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import StateReads
+from polku.core.attributes import parse_duration
 from polku.core.errors import InvalidInput, NotFound
 from polku.core.events import Event, format_millis
 from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
@@ -183,6 +184,44 @@ class ProfileViews:
             "notes": agent_notes(self.state.connection, workspace, customer_id),
         }
 
+    def interests(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:
+        """What the customer is shopping for now: the values of the interest property
+        on their recent interest events, each weighed by recency (a half-life), and
+        the likely reason for contact — the signals the agent view and decisions use."""
+        rules = runtime.interests
+        window = parse_duration(rules.window, "interests.window")
+        half_life = parse_duration(rules.half_life, "interests.half_life")
+        wanted = set(rules.events)
+        rows = [
+            row
+            for row in self.state.timeline(workspace, customer_id, limit=CONTEXT_SCAN)
+            if not row.internal and row.name in wanted and now_ms - row.ts_ms <= window
+        ]
+        bodies = self.log.bodies(sorted(row.seq for row in rows))
+        scores: dict[str, list[float]] = {}
+        for item in self._items(rows, bodies):
+            value = (item.get("properties") or {}).get(rules.property)
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                continue
+            age = now_ms - _millis_of(item["timestamp"])
+            entry = scores.setdefault(str(value), [0.0, 0.0, 0.0])
+            entry[0] += 0.5 ** (age / half_life)
+            entry[1] += 1
+            entry[2] = max(entry[2], now_ms - age)
+        ranked = sorted(scores.items(), key=lambda item: (-item[1][0], item[0]))[: rules.top]
+        context = self.context(workspace, runtime, customer_id, now_ms)
+        return {
+            "customer_id": customer_id,
+            "property": rules.property,
+            "window": rules.window,
+            "interests": [
+                {"value": value, "score": round(score, 3), "events": int(count), "last_seen": format_millis(int(last))}
+                for value, (score, count, last) in ranked
+            ],
+            "likely_reason": context["likely_reason"],
+            "recent_purchases": context["recent_purchases"],
+        }
+
     # -- accounts -----------------------------------------------------------------
 
     def account(self, workspace: str, account_id: str) -> dict[str, Any]:
@@ -271,3 +310,9 @@ def parse_cursor(text: str | None) -> tuple[int, int] | None:
         return cursor
     except ValueError:
         raise InvalidInput(f"cursor {text[:40]!r} is not one this API returned", field="cursor") from None
+
+
+def _millis_of(timestamp: str) -> int:
+    from polku.core.events import time_millis
+
+    return time_millis(timestamp)

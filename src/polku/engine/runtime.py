@@ -16,7 +16,7 @@ from polku.core.policy import Policy
 from polku.core.profile import Profile
 from polku.core.segments import SegmentSet
 from polku.core.survey_fatigue import Fatigue
-from polku.core.workspace import AgentViewRules, WorkspaceConfig
+from polku.core.workspace import AgentViewRules, InterestRules, WorkspaceConfig
 from polku.state import FeedbackRow
 
 INTERNAL_SOURCE: Final = "polku"
@@ -46,6 +46,7 @@ class WorkspaceRuntime:
     locale_trait: str
     channel_events: dict[str, str]
     """A configured channel → the event channel of its results and answers."""
+    interests: InterestRules
 
     @classmethod
     def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
@@ -69,6 +70,7 @@ class WorkspaceRuntime:
             survey_base_url=config.surveys.base_url,
             locale_trait=config.surveys.locale_trait,
             channel_events={name: channel.channel or name for name, channel in config.channels.items()},
+            interests=config.interests,
         )
 
     @property
@@ -108,22 +110,34 @@ def customer_event(
     identity: str,
     properties: dict[str, Any],
     channel: str,
+    *,
+    interaction: bool = True,
 ) -> Event:
     """An event polku writes *for* a customer — a survey answer given on its page —
     that the processor applies as the customer's own (profile, segments, journeys),
-    found by customer id rather than by identifiers."""
+    found by customer id rather than by identifiers. ``interaction=False`` marks one
+    that records what polku did for them (a decision shown, a hand-over): it is on
+    their timeline as polku's, feeds the decision counters, and is no step of theirs
+    in the profile or the analytics."""
     event = internal_event(name, customer_id, ts_ms, identity, properties, ts_ms, channel)
     properties = dict(event.properties or {})
     properties.pop("customer_id", None)
-    return msgspec.structs.replace(
-        event, properties=properties, context={"polku": {"customer_id": customer_id, "as_customer": True}}
-    )
+    marker: dict[str, Any] = {"customer_id": customer_id, "as_customer": True}
+    if not interaction:
+        marker["interaction"] = False
+    return msgspec.structs.replace(event, properties=properties, context={"polku": marker})
 
 
 def as_customer(event: Event) -> bool:
     """Whether an internal event is one the customer made (``customer_event``)."""
     polku = (event.context or {}).get("polku")
     return isinstance(polku, dict) and polku.get("as_customer") is True
+
+
+def is_interaction(event: Event) -> bool:
+    """Whether a ``customer_event`` is something the customer did (not only polku)."""
+    polku = (event.context or {}).get("polku")
+    return not (isinstance(polku, dict) and polku.get("interaction") is False)
 
 
 def internal_customer(event: Event) -> str | None:

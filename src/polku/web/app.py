@@ -25,6 +25,7 @@ from polku.engine.setup import NewKey, bootstrap
 from polku.web import (
     admin_routes,
     analytics_routes,
+    decision_routes,
     delivery_routes,
     ingest_routes,
     journey_routes,
@@ -121,6 +122,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             *journey_routes.routes,
             *survey_routes.routes,
             *analytics_routes.routes,
+            *decision_routes.routes,
             *delivery_routes.routes,
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

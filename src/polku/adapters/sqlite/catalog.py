@@ -327,7 +327,11 @@ class SqliteCatalog:
         await self._run(write, write=True)
 
 
-_TABLES: dict[str, tuple[str, str]] = {"journey": ("journeys", "journey_heads"), "survey": ("surveys", "survey_heads")}
+_TABLES: dict[str, tuple[str, str]] = {
+    "journey": ("journeys", "journey_heads"),
+    "survey": ("surveys", "survey_heads"),
+    "actions": ("action_catalogues", "action_catalogue_heads"),
+}
 
 
 def _stored_journey(

@@ -154,6 +154,27 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (workspace, invitation)
     ) WITHOUT ROWID;
     """,
+    # 5: the action catalogue of next-best-action (docs/decisions.md): one document
+    # per workspace (id `actions`), versioned as journeys are.
+    """
+    CREATE TABLE action_catalogues (
+        workspace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        deployed_at TEXT NOT NULL,
+        PRIMARY KEY (workspace, id, version)
+    );
+    CREATE TABLE action_catalogue_heads (
+        workspace TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'paused', 'archived')),
+        updated_at TEXT NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (workspace, id)
+    ) WITHOUT ROWID;
+    """,
 )
 
 DATABASE_FILE: Final = "polku.db"

@@ -128,6 +128,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX feedback_customer ON feedback (workspace, customer_id, ts_ms);
     CREATE INDEX redirects_new_id ON redirects (workspace, new_id);
     """,
+    # 4: next-best-action learning (docs/decisions.md): offers and answers per action
+    # and learning group, and decisions and conversions of treatment and holdout.
+    """
+    CREATE TABLE action_stats (
+        workspace TEXT NOT NULL, action TEXT NOT NULL, grp TEXT NOT NULL,
+        offers INTEGER NOT NULL, accepts INTEGER NOT NULL, rejects INTEGER NOT NULL,
+        PRIMARY KEY (workspace, action, grp)
+    ) WITHOUT ROWID;
+    CREATE TABLE decision_stats (
+        workspace TEXT NOT NULL, arm TEXT NOT NULL, decisions INTEGER NOT NULL, conversions INTEGER NOT NULL,
+        PRIMARY KEY (workspace, arm)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

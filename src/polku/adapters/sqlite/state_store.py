@@ -33,7 +33,7 @@ from polku.adapters.sqlite.state_schema import (
     discard_other_format,
     migrate_state,
 )
-from polku.adapters.sqlite.survey_store import write_surveys
+from polku.adapters.sqlite.survey_store import write_decisions, write_surveys
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
@@ -327,6 +327,8 @@ class SqliteStateStore(StateReads):
             _write_journeys(connection, changes)
         if changes.invitations or changes.feedback:
             write_surveys(connection, changes)
+        if changes.action_stats or changes.decision_stats:
+            write_decisions(connection, changes)
         if changes.identifiers:
             connection.executemany(
                 "INSERT OR REPLACE INTO identifiers (workspace, identifier, customer_id, first_ts, first_mid) "

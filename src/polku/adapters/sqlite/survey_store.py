@@ -56,6 +56,40 @@ def write_surveys(connection: sqlite3.Connection, changes: StateChanges) -> None
         )
 
 
+def write_decisions(connection: sqlite3.Connection, changes: StateChanges) -> None:
+    """The learning counters of the batch (added to what is stored)."""
+    connection.executemany(
+        "INSERT INTO action_stats (workspace, action, grp, offers, accepts, rejects) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (workspace, action, grp) DO UPDATE SET offers = offers + excluded.offers, "
+        "accepts = accepts + excluded.accepts, rejects = rejects + excluded.rejects",
+        [(*key, *counts) for key, counts in changes.action_stats.items()],
+    )
+    connection.executemany(
+        "INSERT INTO decision_stats (workspace, arm, decisions, conversions) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (workspace, arm) DO UPDATE SET decisions = decisions + excluded.decisions, "
+        "conversions = conversions + excluded.conversions",
+        [(*key, *counts) for key, counts in changes.decision_stats.items()],
+    )
+
+
+def action_stats(connection: sqlite3.Connection, workspace: str) -> dict[tuple[str, str], tuple[int, int, int]]:
+    return {
+        (str(action), str(group)): (int(offers), int(accepts), int(rejects))
+        for action, group, offers, accepts, rejects in connection.execute(
+            "SELECT action, grp, offers, accepts, rejects FROM action_stats WHERE workspace = ?", (workspace,)
+        )
+    }
+
+
+def decision_stats(connection: sqlite3.Connection, workspace: str) -> dict[str, tuple[int, int]]:
+    return {
+        str(arm): (int(decisions), int(conversions))
+        for arm, decisions, conversions in connection.execute(
+            "SELECT arm, decisions, conversions FROM decision_stats WHERE workspace = ?", (workspace,)
+        )
+    }
+
+
 def invitation(connection: sqlite3.Connection, invitation_id: str) -> InvitationRecord | None:
     row = connection.execute("SELECT body FROM survey_invitations WHERE id = ?", (invitation_id,)).fetchone()
     return _decode_invitation(row[0]) if row else None
