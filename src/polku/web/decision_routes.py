@@ -100,7 +100,7 @@ async def _status(request: Request, status: JourneyStatus) -> Response:
         credential.workspace,
         CATALOGUE_ID,
         status,
-        format_millis(wall_clock_ms()),  # type: ignore[arg-type]
+        format_millis(wall_clock_ms()),
     )
     decision_service(request).forget(credential.workspace)
     return json_response({"version": stored.current, "status": stored.status})
