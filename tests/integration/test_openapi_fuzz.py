@@ -52,6 +52,9 @@ SEMANTIC_VALIDATION = {
     "/v1/feedback/metrics",
     "/s/{token}",
     "/v1/analytics/{name}",
+    "/v1/decide",
+    "/v1/actions",
+    "/v1/actions/validate",
 }
 
 # The document the app serves (a test below holds the two equal), loaded without an

@@ -72,8 +72,8 @@ class Learning(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     segments: list[str] = []
     """Learn propensities separately for the members of these segments (the first
     one a customer is in); everyone else shares the overall estimate."""
-    prior: tuple[float, float] = (1.0, 1.0)
-    """Beta(α, β) before any outcome: (1, 1) is uniform."""
+    prior: list[float] = msgspec.field(default_factory=lambda: [1.0, 1.0])
+    """Beta(α, β) before any outcome: [1, 1] is uniform."""
 
 
 class CatalogueSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -208,6 +208,8 @@ def compile_catalogue(spec: CatalogueSpec, *, version: int, segments: Any = None
         for index, segment in enumerate(spec.learning.segments):
             if segment not in segments:
                 raise _error(f"learning.segments[{index}]", f"unknown segment {segment!r}")
+    if len(spec.learning.prior) != 2:
+        raise _error("learning.prior", "give the Beta prior as [alpha, beta], e.g. [1, 1]")
     alpha, beta = spec.learning.prior
     if alpha <= 0 or beta <= 0:
         raise _error("learning.prior", "both parameters of the Beta prior must be above 0")

@@ -32,9 +32,12 @@ async def check_catalogue(
         raise located(filename, lines, str(error.details.get("field") or ""), error.message) from None
 
 
-async def deploy_catalogue(catalog: Catalog, workspace: str, body: str, now: str) -> tuple[int, bool]:
+async def deploy_catalogue(catalog: Catalog, workspace: str, body: bytes | str, now: str) -> tuple[int, bool]:
+    """Check, then store as the next version (a document that is not UTF-8 text is
+    refused by the check, before anything is stored)."""
     await check_catalogue(catalog, workspace, body)
-    return await catalog.deploy_definition("actions", workspace, CATALOGUE_ID, body, now)
+    text = body.decode() if isinstance(body, bytes) else body
+    return await catalog.deploy_definition("actions", workspace, CATALOGUE_ID, text, now)
 
 
 def learned(connection: sqlite3.Connection, workspace: str, catalogue: Catalogue | None) -> dict[str, Any]:

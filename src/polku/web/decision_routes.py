@@ -75,7 +75,7 @@ async def actions(request: Request) -> Response:
     if request.query_params.get("dry_run", "").lower() in ("1", "true", "yes"):
         catalogue = await check_catalogue(catalog, workspace, body)
         return json_response({"valid": True, "dry_run": True, "actions": len(catalogue.actions)})
-    version, created = await deploy_catalogue(catalog, workspace, body.decode(), format_millis(wall_clock_ms()))
+    version, created = await deploy_catalogue(catalog, workspace, body, format_millis(wall_clock_ms()))
     decision_service(request).forget(workspace)
     return json_response({"version": version, "created": created}, status=201 if created else 200)
 

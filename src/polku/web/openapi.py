@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from polku import __version__
+from polku.core.action_spec import CatalogueSpec
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, BatchEnvelope, Event, RawMessage
 from polku.core.journey_spec import JourneySpec
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
@@ -255,6 +256,12 @@ def _journey_paths() -> dict[str, Any]:
     }
 
 
+def decision_paths() -> dict[str, Any]:
+    from polku.web.openapi_decisions import decision_paths as paths  # it imports this module's helpers
+
+    return paths()
+
+
 def analytics_paths() -> dict[str, Any]:
     from polku.web.openapi_analytics import analytics_paths as paths  # it imports this module's helpers
 
@@ -279,6 +286,7 @@ def build_openapi() -> dict[str, Any]:
             WorkspaceConfig,
             JourneySpec,
             SurveySpec,
+            CatalogueSpec,
         ],
         ref_template="#/components/schemas/{name}",
     )
@@ -517,6 +525,7 @@ def build_openapi() -> dict[str, Any]:
     paths.update(_journey_paths())
     paths.update(survey_paths())
     paths.update(analytics_paths())
+    paths.update(decision_paths())
     paths["/v1/deliveries"] = _read(
         "list_deliveries",
         "The dispatcher's ledger: each message's delivery status (pending, sent, dead), attempts and last error,"
