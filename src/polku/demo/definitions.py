@@ -16,6 +16,7 @@ attributes:
   orders_30d: {{kind: count, event: Order Completed, window: 30d}}
   lowest_csat_14d: {{kind: min, event: Feedback Submitted, property: score, where: "properties.metric == 'csat'", window: 14d}}
   shopping_for: {{kind: most_frequent, event: Product Viewed, property: product, window: 7d}}
+  reset_failures_1d: {{kind: count, event: Password Reset Failed, window: 1d}}
 segments:
   buyers: {{condition: "attributes.orders_30d >= 1"}}
   recently_unhappy: {{condition: "attributes.lowest_csat_14d != null and attributes.lowest_csat_14d <= 2"}}
@@ -117,3 +118,51 @@ channels: [in_app]
 triggers: [{event: Password Reset Succeeded}]
 """,
 )
+
+
+ACTIONS: Final = """
+holdout: 0.1
+default_action: help-center
+in_app_value: 8
+actions:
+  - id: reset-self-service
+    name: Reset your password yourself
+    channels: [chat, app, web]
+    self_service: true
+    value: 5
+    context: {intent: {login_problem: 3, "*": 0}}
+    treatments:
+      chat: {text: "Hi {{ traits.first_name }}, here is a fresh reset link that works in the app: https://example.com/reset"}
+      "*": {title: "Trouble signing in?", url: "https://example.com/reset"}
+    suppress: {rejected: 3, within: 30d, for: 14d}
+  - id: invoice-payment
+    name: Pay by invoice instead
+    channels: [chat, web]
+    self_service: true
+    value: 4
+    context: {intent: {payment_problem: 3, "*": 0}}
+    treatments: {"*": {text: "Your card did not go through? You can pay by invoice: https://example.com/invoice"}}
+  - id: delivery-prices
+    name: Delivery prices explained
+    channels: [web, app]
+    when: "attributes.orders_30d == 0"
+    value: 3
+    context: {page: {"Shipping Prices": 3, Offers: 1.5}}
+    treatments: {"*": {title: "Free delivery over 100 EUR", url: "https://example.com/delivery"}}
+  - id: premium-offer
+    name: Business plan
+    channels: [web, app, email]
+    purpose: marketing
+    when: "account != null"
+    value: 20
+    lever: 0.5
+    treatments: {"*": {title: "Business plan for {{ account.name }}", url: "https://example.com/business"}}
+  - id: help-center
+    channels: [web, app, chat]
+    value: 0.5
+    treatments: {"*": {text: "Our help center: https://example.com/help"}}
+handover:
+  - {name: repeated_failure, when: "attributes.reset_failures_1d >= 2"}
+  - {name: recently_unhappy, when: "'recently_unhappy' in segments"}
+  - {name: asked_for_human, when: "context.ask_human == true"}
+"""

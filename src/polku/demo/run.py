@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import httpx
 
-from polku.demo.definitions import JOURNEYS, SURVEYS, config
+from polku.demo.definitions import ACTIONS, JOURNEYS, SURVEYS, config
 from polku.demo.world import DemoWorld, batches
 
 WRITE_KEY: Final = "demo-write-key"
@@ -112,6 +112,9 @@ def run_demo(
                 client.put(
                     f"/v1/surveys/{survey_id}", content=body, headers={**admin, "content-type": "application/yaml"}
                 ).raise_for_status()
+            client.put(
+                "/v1/actions", content=ACTIONS, headers={**admin, "content-type": "application/yaml"}
+            ).raise_for_status()
             _instructions(url, data_dir)
             if not live:
                 return
@@ -193,6 +196,9 @@ Ask it (in another terminal):
   polku analyze uplift {d}
   polku feedback metrics --metric csat --by channel {d}
   curl -H 'Authorization: Bearer {ADMIN_TOKEN}' '{url}/v1/analytics/root-causes?metric=csat&channel=phone'
+  curl -H 'Authorization: Bearer {ADMIN_TOKEN}' -X POST {url}/v1/decide \\
+       -d '{{"identifier": {{"user_id": "cust-00007"}}, "channel": "chat", "context": {{"intent": "login_problem"}}}}'
+  polku actions stats {d}
 
 Live events are flowing; Ctrl-C stops the demo.
 """
