@@ -389,6 +389,9 @@ def merge_states(scope: Scope, survivor: JourneyState, absorbed: JourneyState, r
     survivor.notes = sorted([*survivor.notes, *absorbed.notes], key=lambda note: note.ts_ms)[-run.notes_keep :]
     survivor.inbox = sorted([*survivor.inbox, *absorbed.inbox], key=lambda message: message.ts_ms)[-MAX_INBOX:]
     survivor.surveys = survivor.surveys.merged(absorbed.surveys)
+    # Decisions' memory: the absorbed one's answers and recent decisions count too.
+    survivor.actions = {**absorbed.actions, **survivor.actions}
+    survivor.decisions = {**absorbed.decisions, **survivor.decisions}
     schedule(scope, survivor, run)
 
 
