@@ -30,7 +30,7 @@ actions:
     suppress: {rejected: 2, within: 30d, for: 14d}
   - id: help-center
     channels: [chat, web, app]
-    value: 0.1
+    value: 0.001  # far below the reset's 5 × 3: the order does not hang on two random draws
     treatments: {"*": {text: "Our help center: https://example.com/help"}}
 handover:
   - {name: repeated_failure, when: "attributes.reset_failures_1d >= 2"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import msgspec
@@ -209,11 +209,6 @@ def decide(
         a = alpha + accepts
         b = beta + max(0, impressions - accepts)
         draw = rng.betavariate(a, b)
-        try:
-            treatment = render_payload(action.treatment(request.channel), template_view)
-        except TemplateError as error:
-            excluded.append({"id": action.id, "reason": f"treatment: {error.message}"})
-            continue
         score = draw * weight * spec.value * spec.lever
         reasons = (
             f"eligible: {spec.when}" if spec.when else "eligible: no condition",
@@ -228,7 +223,7 @@ def decide(
                 id=action.id,
                 kind="action",
                 score=score,
-                treatment=treatment,
+                treatment=action.treatment(request.channel),
                 reasons=reasons,
                 propensity=draw,
                 expected=a / (a + b),
@@ -245,39 +240,49 @@ def decide(
             if candidate.id != default:
                 excluded.append({"id": candidate.id, "reason": "global holdout: gets the default action"})
         ranked = [
-            Candidate(
-                id=candidate.id,
-                kind=candidate.kind,
-                score=candidate.score,
-                treatment=candidate.treatment,
-                reasons=(*candidate.reasons, "global holdout: the default action"),
-                propensity=candidate.propensity,
-                expected=candidate.expected,
-                context_weight=candidate.context_weight,
-                value=candidate.value,
-                lever=candidate.lever,
-                self_service=candidate.self_service,
-            )
-            for candidate in kept
+            replace(candidate, reasons=(*candidate.reasons, "global holdout: the default action")) for candidate in kept
         ]
     elif request.channel in IN_APP_CHANNELS:
         ranked.extend(competing)
     ranked.sort(key=lambda candidate: (-candidate.score, candidate.id))
+    # Only what is shown is rendered (rendering every eligible action's treatment was
+    # most of a decision's time); one that fails to render gives way to the next.
+    shown = _render(ranked, request.limit, template_view, excluded)
     self_service: list[Candidate] = []
     handover: list[str] = []
     if request.channel == "chat":
         if "intent" in request.context:
-            self_service = [candidate for candidate in ranked if candidate.self_service][: request.limit]
+            self_service = _render([c for c in ranked if c.self_service], request.limit, template_view, excluded)
         handover = [name for name, condition in catalogue.handover if condition(condition_view)]
     return Decision(
         id=decision_id,
         group=group,
         holdout=holdout,
-        ranked=ranked[: request.limit],
+        ranked=shown,
         excluded=excluded,
         handover=handover,
         self_service=self_service,
     )
+
+
+def _render(
+    ranked: list[Candidate], limit: int, view: Mapping[str, Any], excluded: list[dict[str, str]]
+) -> list[Candidate]:
+    shown: list[Candidate] = []
+    for candidate in ranked:
+        if len(shown) == limit:
+            break
+        if candidate.kind != "action":
+            shown.append(candidate)
+            continue
+        try:
+            treatment = render_payload(candidate.treatment, view)
+        except TemplateError as error:
+            if not any(entry["id"] == candidate.id for entry in excluded):
+                excluded.append({"id": candidate.id, "reason": f"treatment: {error.message}"})
+            continue
+        shown.append(replace(candidate, treatment=treatment))
+    return shown
 
 
 def remember_decision(
