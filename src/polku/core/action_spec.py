@@ -129,6 +129,12 @@ def _error(path: str, message: str) -> ConfigError:
 
 def parse_catalogue(text: str | bytes, *, filename: str = "actions.yaml") -> CatalogueSpec:
     """YAML (or JSON) → a validated ``CatalogueSpec``; errors name file, line, field."""
+    return load_catalogue(text, version=1, filename=filename).spec
+
+
+def load_catalogue(text: str | bytes, *, version: int, filename: str = "actions.yaml") -> Catalogue:
+    """YAML (or JSON) → the compiled catalogue, compiled once (200 actions' conditions
+    and templates are most of a second)."""
     from polku.core.yaml_source import load_with_lines, located
 
     data, lines = load_with_lines(text, filename)
@@ -143,10 +149,9 @@ def parse_catalogue(text: str | bytes, *, filename: str = "actions.yaml") -> Cat
             filename, lines, match[1] if match else "", message.replace("$.", "").replace(" - at `$`", "")
         ) from None
     try:
-        compile_catalogue(spec, version=1)
+        return compile_catalogue(spec, version=version)
     except ConfigError as error:
         raise located(filename, lines, str(error.details.get("field", "")), error.message) from None
-    return spec
 
 
 def compile_catalogue(spec: CatalogueSpec, *, version: int, segments: Any = None) -> Catalogue:

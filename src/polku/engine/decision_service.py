@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from polku.adapters.sqlite import survey_store
-from polku.core.action_spec import Catalogue, compile_catalogue, parse_catalogue
+from polku.core.action_spec import Catalogue, load_catalogue
 from polku.core.decisions import ActionMemory, Candidate, Decision, Request, decide
 from polku.core.errors import InvalidInput, NotFound
 from polku.core.journey_state import JourneyState, account_holder
@@ -96,29 +96,37 @@ class DecisionService:
         self.run = run
         self.clock = clock
         self._catalogues: dict[str, tuple[float, Catalogue | None]] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
         self._stats: dict[str, tuple[float, dict[tuple[str, str], tuple[int, int]]]] = {}
         self._secret: bytes | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
     async def catalogue(self, workspace: str) -> Catalogue | None:
-        now = time.monotonic()
+        """The workspace's active catalogue, re-checked every second. One request
+        loads it while the others wait for that load (after a deploy, a burst of
+        first decisions must not compile it once each), in a thread (compiling 200
+        actions takes most of a second, and the event loop serves meanwhile)."""
         cached = self._catalogues.get(workspace)
-        if cached is not None and now - cached[0] < REFRESH_S:
+        if cached is not None and time.monotonic() - cached[0] < REFRESH_S:
             return cached[1]
-        try:
-            stored = await self.catalog.definition("actions", workspace, CATALOGUE_ID)
-        except NotFound:
-            self._catalogues[workspace] = (now, None)
-            return None
-        current = cached[1] if cached is not None else None
-        if current is None or current.version != stored.version or stored.status != "active":
-            current = (
-                compile_catalogue(parse_catalogue(stored.body), version=stored.version)
-                if stored.status == "active"
-                else None
-            )
-        self._catalogues[workspace] = (now, current)
-        return current
+        lock = self._loading.setdefault(workspace, asyncio.Lock())
+        async with lock:
+            cached = self._catalogues.get(workspace)
+            now = time.monotonic()
+            if cached is not None and now - cached[0] < REFRESH_S:
+                return cached[1]
+            try:
+                stored = await self.catalog.definition("actions", workspace, CATALOGUE_ID)
+            except NotFound:
+                self._catalogues[workspace] = (now, None)
+                return None
+            current = cached[1] if cached is not None else None
+            if stored.status != "active":
+                current = None
+            elif current is None or current.version != stored.version:
+                current = await asyncio.to_thread(load_catalogue, stored.body, version=stored.version)
+            self._catalogues[workspace] = (time.monotonic(), current)
+            return current
 
     def forget(self, workspace: str) -> None:
         self._catalogues.pop(workspace, None)
