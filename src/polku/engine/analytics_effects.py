@@ -14,6 +14,7 @@ from polku.core.errors import InvalidInput
 from polku.core.journey_stats import summarize, uplift_interval, wilson_interval
 from polku.engine.analytics import DAY_MS, Scope, label_column
 from polku.engine.journey_reports import stats_rows
+from polku.engine.journey_runner import SURVEY_JOURNEY_PREFIX
 
 START: Final = "(start)"
 CONVERSION: Final = "(conversion)"
@@ -176,7 +177,7 @@ def journey_uplift(connection: sqlite3.Connection, workspace: str, journey: str 
         for (name,) in connection.execute(
             f"SELECT DISTINCT journey FROM journey_stats WHERE {' AND '.join(clauses)} ORDER BY journey", values
         )
-        if not str(name).startswith("survey:")
+        if not str(name).startswith(SURVEY_JOURNEY_PREFIX)  # a survey trigger's own journey
     ]
     found = []
     for name in names:

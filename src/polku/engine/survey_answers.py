@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from polku.core.errors import ConfigError, Conflict, Forbidden, Gone, InvalidInput, NotFound
+from polku.core.errors import ConfigError, Conflict, Forbidden, Gone, InvalidInput
 from polku.core.events import Event
 from polku.core.journey_state import InvitationRecord
 from polku.core.survey_spec import Survey, compile_survey, parse_survey, validate_answer
@@ -195,9 +195,3 @@ class SurveyAnswers:
             properties,
             invitation.event_channel or invitation.channel or "other",
         )
-
-
-def require_invitation(found: InvitationRecord | None, invitation_id: str) -> InvitationRecord:
-    if found is None:
-        raise NotFound(f"invitation {invitation_id!r} does not exist")
-    return found
