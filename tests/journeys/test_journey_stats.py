@@ -64,7 +64,12 @@ def test_summary_of_two_versions() -> None:
     assert first["active"] == 150 - 130
     assert first["ended"] == {"completed": 100, "goal": 20, "migrated": 10}
     assert first["entry_capped"] == 5
-    assert first["steps"] == {"wait": {"reached": 70}, "email": {"reached": 40}}
+    # Counted before moves between steps were: every instance that reached a step looks as if it waits there.
+    assert first["steps"] == {
+        "wait": {"reached": 70, "waiting": 70, "left": {}},
+        "email": {"reached": 40, "waiting": 40, "left": {}},
+    }
+    assert first["edges"] == []
     assert first["actions"]["email"] == {
         "sent": 30,
         "holdout": 35,

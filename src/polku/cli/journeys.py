@@ -218,12 +218,18 @@ def journeys_stats(
         {
             "step": step,
             "reached": total["steps"].get(step, {}).get("reached", 0),
+            "waiting": total["steps"].get(step, {}).get("waiting", 0),
             **{key: total["actions"].get(step, {}).get(key, "") for key in ("sent", "holdout", "held", "failed")},
             "skipped": ", ".join(f"{k} {v}" for k, v in total["actions"].get(step, {}).get("skipped", {}).items()),
         }
         for step in dict.fromkeys([*total["steps"], *total["actions"]])
     ]
-    emit(table, "table", columns=["step", "reached", "sent", "holdout", "held", "failed", "skipped"], title="steps")
+    emit(
+        table, "table", columns=["step", "reached", "waiting", "sent", "holdout", "held", "failed", "skipped"],
+        title="steps",
+    )  # fmt: skip
+    if total["edges"]:
+        emit(total["edges"], "table", columns=["from", "to", "count"], title="moves between steps")
 
 
 @journeys_app.command("why")

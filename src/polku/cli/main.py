@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from polku import __version__
-from polku.cli import actions, analyze, data, demo, dispatch, journeys, manage, profiles, surveys
+from polku.cli import actions, analyze, data, demo, dispatch, journeys, manage, overview, profiles, surveys
 from polku.cli.store import DATA_DIR_HELP, console, fail
 from polku.config import Settings
 from polku.core.errors import PolkuError
@@ -31,6 +31,7 @@ app.add_typer(manage.sources_app, name="sources")
 app.add_typer(manage.workspace_app, name="workspace")
 app.command("process")(profiles.process)
 app.command("dispatch")(dispatch.dispatch)
+app.command("deliveries")(dispatch.list_deliveries)
 app.add_typer(profiles.identity_app, name="identity")
 app.add_typer(profiles.profiles_app, name="profiles")
 app.add_typer(profiles.accounts_app, name="accounts")
@@ -40,6 +41,7 @@ app.add_typer(surveys.feedback_app, name="feedback")
 app.add_typer(analyze.analytics_app, name="analytics")
 app.add_typer(actions.actions_app, name="actions")
 app.command("demo")(demo.demo)
+app.command("overview")(overview.overview)
 app.command("analyze", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(analyze.analyze)
 
 

@@ -375,6 +375,7 @@ def merge_states(scope: Scope, survivor: JourneyState, absorbed: JourneyState, r
         if journey_id in survivor.instances:
             run.record(instance, "exited", instance.step, "merged")
             run.count(instance.journey, instance.version, "ended:merged")
+            run.count(instance.journey, instance.version, f"left:{instance.step}:merged")
         else:
             survivor.instances[journey_id] = instance
     for journey_id, history in absorbed.history.items():
@@ -414,6 +415,7 @@ def _journey_of(scope: Scope, state: JourneyState, instance: Instance, run: Run)
         instance.held = ""
         run.record(instance, "migrated", instance.step, f"from version {old[0]} step {old[1]}")
         run.count(instance.journey, old[0], "ended:migrated")
+        run.count(instance.journey, old[0], f"left:{old[1]}:migrated")
         run.count(instance.journey, head.version, "migrated_in")
         _arrive(scope, state, head, instance, run, None)
         return head if instance.journey in state.instances else None
@@ -501,9 +503,15 @@ def _pending_survey(journey: Journey, occurrence: Occurrence, event: dict[str, A
 
 
 def _end(state: JourneyState, instance: Instance, reason: str, run: Run) -> None:
+    """The instance ends at its step: it ``completed`` the journey (a move to its
+    end, ``moved:<step>:end``) or it left for ``reason`` (``left:<step>:<reason>``)."""
     state.instances.pop(instance.journey, None)
     run.record(instance, "exited", instance.step, reason)
     run.count(instance.journey, instance.version, f"ended:{reason}")
+    if reason == "completed":
+        run.count(instance.journey, instance.version, f"moved:{instance.step}:{END}")
+    else:
+        run.count(instance.journey, instance.version, f"left:{instance.step}:{reason}")
 
 
 def _move(
@@ -518,6 +526,7 @@ def _move(
     if target == END:
         _end(state, instance, "completed", run)
         return
+    run.count(journey.id, journey.version, f"moved:{instance.step}:{target}")
     instance.step = target
     instance.held = ""
     _arrive(scope, state, journey, instance, run, event)
@@ -587,6 +596,7 @@ def _run_steps(
         if target == END:
             _end(state, instance, "completed", run)
             return
+        run.count(journey.id, journey.version, f"moved:{step.id}:{target}")
         instance.step = target
         run.count(journey.id, journey.version, f"reached:{target}")
     _end(state, instance, "step_limit", run)

@@ -1,12 +1,23 @@
 """A journey's counters, summarised (pure): entries, active instances, endings,
-steps reached, what each action did, and goal conversion of the treated customers
+steps reached and the instances waiting at each, the moves between steps, what
+each action and survey step did, and goal conversion of the treated customers
 against the holdout, with the absolute uplift and its 95 % confidence interval.
 
 The processor counts in ``journey_stats`` per (journey, version, metric); the
 metrics are ``entered``, ``entered:holdout``, ``migrated_in``, ``reached:<step>``,
-``action:<step>:<result>`` (``sent``, ``holdout``, ``held``, ``failed`` or
-``skipped:<reason>``), ``goal``, ``goal:holdout``, ``ended:<reason>`` and
-``entry_capped``.
+``moved:<step>:<next step or end>`` (an instance went from one step to the next,
+or completed the journey), ``left:<step>:<reason>`` (an instance ended while at
+the step: ``goal``, ``exit:<name>``, ``step_limit``, ``archived``, ``merged``,
+``migrated``, ``version_gone``), ``action:<step>:<result>`` (``sent``,
+``holdout``, ``held``, ``failed`` or ``skipped:<reason>``),
+``survey:<step>:<result>`` (``sent``, ``held`` or the reason it was not sent),
+``goal``, ``goal:holdout``, ``ended:<reason>`` and ``entry_capped``. Step ids
+never hold ``:`` (``[a-z0-9][a-z0-9_-]*``), so the step is the part before the
+next ``:``.
+
+A step's ``waiting`` is how many instances are at it now: reached − moved on −
+left (never below 0; counters from before ``moved`` and ``left`` existed make it
+too high).
 
 The interval is Newcombe's hybrid score interval for a difference of two
 independent proportions (Newcombe 1998, method 10): the Wilson score intervals of
@@ -24,6 +35,7 @@ from typing import Any, Final
 Z_95: Final = 1.959963984540054
 """The 97.5th percentile of the standard normal distribution."""
 ACTION_RESULTS: Final = ("sent", "holdout", "held", "failed")
+SURVEY_RESULTS: Final = ("sent", "held")
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
@@ -61,8 +73,11 @@ def _empty() -> dict[str, Any]:
         "ended": {},
         "entry_capped": 0,
         "steps": {},
+        "edges": [],
         "actions": {},
+        "surveys": {},
         "goal": {},
+        "_moved": {},
     }
 
 
@@ -71,6 +86,20 @@ def _action(summary: dict[str, Any], step: str) -> dict[str, Any]:
     if step not in actions:
         actions[step] = {**dict.fromkeys(ACTION_RESULTS, 0), "skipped": {}}
     return actions[step]
+
+
+def _step(summary: dict[str, Any], step: str) -> dict[str, Any]:
+    steps: dict[str, dict[str, Any]] = summary["steps"]
+    if step not in steps:
+        steps[step] = {"reached": 0, "waiting": 0, "left": {}}
+    return steps[step]
+
+
+def _survey(summary: dict[str, Any], step: str) -> dict[str, Any]:
+    surveys: dict[str, dict[str, Any]] = summary["surveys"]
+    if step not in surveys:
+        surveys[step] = {**dict.fromkeys(SURVEY_RESULTS, 0), "skipped": {}}
+    return surveys[step]
 
 
 def _add(summary: dict[str, Any], metric: str, count: int) -> None:
@@ -90,8 +119,22 @@ def _add(summary: dict[str, Any], metric: str, count: int) -> None:
     elif kind == "ended" and rest:
         summary["ended"][rest] = summary["ended"].get(rest, 0) + count
     elif kind == "reached" and rest:
-        step = summary["steps"].setdefault(rest, {"reached": 0})
-        step["reached"] += count
+        _step(summary, rest)["reached"] += count
+    elif kind == "moved" and ":" in rest:
+        moved: dict[tuple[str, str], int] = summary["_moved"]
+        source, _, target = rest.partition(":")
+        moved[(source, target)] = moved.get((source, target), 0) + count
+    elif kind == "left" and ":" in rest:
+        step, _, reason = rest.partition(":")
+        left = _step(summary, step)["left"]
+        left[reason] = left.get(reason, 0) + count
+    elif kind == "survey" and ":" in rest:
+        step, _, result = rest.partition(":")
+        survey = _survey(summary, step)
+        if result in SURVEY_RESULTS:
+            survey[result] += count
+        else:
+            survey["skipped"][result] = survey["skipped"].get(result, 0) + count
     elif kind == "action" and ":" in rest:
         step, _, result = rest.partition(":")
         action = _action(summary, step)
@@ -132,6 +175,17 @@ def _finish(summary: dict[str, Any]) -> dict[str, Any]:
     }
     for action in summary["actions"].values():
         action["skipped_total"] = sum(action["skipped"].values())
+    for survey in summary["surveys"].values():
+        survey["skipped_total"] = sum(survey["skipped"].values())
+    moved: dict[tuple[str, str], int] = summary.pop("_moved")
+    summary["edges"] = [
+        {"from": source, "to": target, "count": count} for (source, target), count in sorted(moved.items())
+    ]
+    moved_out: dict[str, int] = {}
+    for (source, _), count in moved.items():
+        moved_out[source] = moved_out.get(source, 0) + count
+    for name, step in summary["steps"].items():
+        step["waiting"] = max(0, step["reached"] - moved_out.get(name, 0) - sum(step["left"].values()))
     return summary
 
 

@@ -52,6 +52,7 @@ steps:
   - id: help
     action:
       channel: email
+      to: traits.email   # the demo's email channel is a webhook, whose default recipient is the phone
       subject: "Trouble signing in?"
       body: "Hi {{ traits.first_name }}, here is a fresh link to reset your password."
 """,
@@ -67,10 +68,10 @@ steps:
   - id: split
     split: [{name: prices, share: 1, next: prices}, {name: reminder, share: 1, next: reminder}]
   - id: prices
-    action: {channel: email, purpose: marketing, subject: "Delivery is free over 100 EUR", body: "Hi {{ traits.first_name }}, delivery prices explained."}
+    action: {channel: email, to: traits.email, purpose: marketing, subject: "Delivery is free over 100 EUR", body: "Hi {{ traits.first_name }}, delivery prices explained."}
     next: end
   - id: reminder
-    action: {channel: email, purpose: marketing, subject: "Still thinking?", body: "Your cart is waiting, {{ traits.first_name }}."}
+    action: {channel: email, to: traits.email, purpose: marketing, subject: "Still thinking?", body: "Your cart is waiting, {{ traits.first_name }}."}
 """,
     """
 id: payment-rescue

@@ -167,9 +167,14 @@ def _wait_caught_up(client: httpx.Client, admin: dict[str, str]) -> None:
     """Until the processor has applied the backfill and the analytics store holds it."""
     started = time.monotonic()
     while True:
-        processor = client.get("/v1/processor", headers=admin).json()
-        store = client.get("/v1/analytics", headers=admin).json()["store"]
-        if processor["lag"] == 0 and store["lag"] == 0:
+        processor = client.get("/v1/processor", headers=admin)
+        analytics = client.get("/v1/analytics", headers=admin)
+        # A busy store (the feed holds DuckDB's write lock) answers 503 for a moment.
+        if processor.status_code != 200 or analytics.status_code != 200:
+            time.sleep(1)
+            continue
+        store = analytics.json()["store"]
+        if processor.json()["lag"] == 0 and store["lag"] == 0:
             _say(
                 f"history processed in {time.monotonic() - started:.0f} s: {store['events']:,} events in the analytics store"
             )
@@ -183,6 +188,8 @@ def _instructions(url: str, data_dir: Path) -> None:
         f"""
 polku is running at {url}
   admin token: {ADMIN_TOKEN}     write key: {WRITE_KEY}
+
+Open the dashboard: {url}/ui/  (log in with the admin token above)
 
 Ask it (in another terminal):
   polku analyze channel-mix {d}                       # who uses which channel; accounts vs consumers

@@ -148,7 +148,7 @@ class DemoWorld:
             )
             events.append(
                 self._message(
-                    person, "group", "web", group_id=person.account, traits={"name": company, "plan": "business"}
+                    person, "group", "web", groupId=person.account, traits={"name": company, "plan": "business"}
                 )
             )
         return events

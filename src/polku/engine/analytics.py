@@ -24,6 +24,9 @@ PERIODS: Final = ("day", "week", "month")
 MAX_STEPS: Final = 10
 SESSION_GAP_MS: Final = 30 * 60_000
 DAY_MS: Final = 86_400_000
+EXAMPLES: Final = 3
+"""Customer ids listed with a path or a variant, so that a chart leads to people."""
+TOP_PATHS: Final = 10
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,9 @@ def variants(
     db: Any, scope: Scope, *, granularity: str = "event", max_length: int = 20, top: int = 50
 ) -> dict[str, Any]:
     """Every distinct path (each customer's interactions in the period, in order) with
-    its count and share. Every customer in scope is counted once, those who never
-    reach any goal too; paths longer than ``max_length`` are cut (and marked)."""
+    its count, share and a few ``examples`` (the first customer ids in sort order).
+    Every customer in scope is counted once, those who never reach any goal too;
+    paths longer than ``max_length`` are cut (and marked)."""
     label = label_column(granularity)
     if not 1 <= max_length <= 200:
         raise InvalidInput("max_length must be 1-200", field="max_length")
@@ -189,23 +193,28 @@ def variants(
         f"  SELECT customer_id, list({label} ORDER BY ts, seq) AS trace FROM ev GROUP BY customer_id"
         "), counted AS ("
         "  SELECT CASE WHEN len(trace) > ? THEN list_append(trace[1:?], '…') ELSE trace END AS path,"
-        "  count(*) AS customers FROM traces GROUP BY path"
-        ") SELECT path, customers, sum(customers) OVER (), count(*) OVER () FROM counted "
+        "  count(*) AS customers, min(customer_id, ?) AS examples FROM traces GROUP BY path"
+        ") SELECT path, customers, sum(customers) OVER (), count(*) OVER (), examples FROM counted "
         "ORDER BY customers DESC, path LIMIT ?",
-        [*parameters, max_length, max_length, top],
+        [*parameters, max_length, max_length, EXAMPLES, top],
     ).fetchall()
-    rows = [(path, count) for path, count, _, _ in found]
+    rows = [(path, count, examples) for path, count, _, _, examples in found]
     customers, distinct = (found[0][2], found[0][3]) if found else (0, 0)
     customers = int(customers or 0)
-    listed = sum(int(count) for _, count in rows)
+    listed = sum(int(count) for _, count, _ in rows)
     return {
         "scope": scope.describe(),
         "granularity": granularity,
         "customers": customers,
         "variants": int(distinct or 0),
         "top": [
-            {"path": list(path), "customers": int(count), "share": _share(int(count), customers)}
-            for path, count in rows
+            {
+                "path": list(path),
+                "customers": int(count),
+                "share": _share(int(count), customers),
+                "examples": [str(customer) for customer in examples or []],
+            }
+            for path, count, examples in rows
         ],
         "other": {
             "variants": int(distinct or 0) - len(rows),
@@ -264,7 +273,8 @@ def paths(
     of every customer who took it — their first time in the period — within
     ``window_ms`` of it (or within its session: no gap over 30 minutes). Nodes and
     links for a Sankey; a path that stops early ends in ``(end)``/``(start)``.
-    ``start``/``end`` are matched at the chosen granularity (``Signed Up``,
+    ``top`` lists the most frequent whole paths, in time order, with a few example
+    customers. ``start``/``end`` are matched at the chosen granularity (``Signed Up``,
     ``web``, ``web:Signed Up``)."""
     if (start is None) == (end is None):
         raise InvalidInput("give exactly one of start or end", field="start")
@@ -295,7 +305,9 @@ def paths(
         f"   AND (n.position - a.position) * {direction} BETWEEN 1 AND ?"
         "   AND abs(epoch_ms(n.ts) - epoch_ms(x.ts)) <= ?"
         "   AND (NOT ? OR n.session = x.session)"
-        ") SELECT customer_id, list(step ORDER BY depth) FROM around GROUP BY customer_id",
+        # Every anchored customer, those with no step after (before) it too: they are examples of "(end)".
+        ") SELECT a.customer_id, list(r.step ORDER BY r.depth) FILTER (WHERE r.step IS NOT NULL)"
+        " FROM anchors a LEFT JOIN around r ON r.customer_id = a.customer_id GROUP BY a.customer_id",
         [*parameters, SESSION_GAP_MS, anchor, steps, window_ms, session],
     ).fetchall()
     (anchored,) = db.execute(
@@ -305,7 +317,7 @@ def paths(
     stop = "(end)" if forward else "(start)"
     counts: dict[tuple[int, str], int] = {(0, str(anchor)): anchored}
     links: dict[tuple[int, str, str], int] = {}
-    followed = {customer: list(trail) for customer, trail in rows}
+    followed = {customer: list(trail or []) for customer, trail in rows}
     for trail in [*followed.values(), *([[]] * (anchored - len(followed)))]:
         previous = str(anchor)
         for depth in range(1, steps + 1):
@@ -335,6 +347,31 @@ def paths(
                 "target": f"{depth * sign}:{target}",
                 "customers": count,
             }
-            for (depth, source, target), count in sorted(links.items(), key=lambda item: (item[0][0], -item[1]))
+            for (depth, source, target), count in sorted(
+                links.items(), key=lambda item: (item[0][0], -item[1], item[0])
+            )
         ],
+        "top": _top_paths(followed, str(anchor), anchored, steps, forward),
     }
+
+
+def _top_paths(
+    followed: dict[str, list[str]], anchor: str, anchored: int, steps: int, forward: bool
+) -> list[dict[str, Any]]:
+    """The most frequent whole paths from (to) the anchor, in time order, with their
+    customers, share and a few example customer ids (the first in sort order)."""
+    stop = "(end)" if forward else "(start)"
+    who: dict[tuple[str, ...], list[str]] = {}
+    for customer, trail in followed.items():
+        path = (anchor, *trail[:steps], *([stop] if len(trail) < steps else []))
+        who.setdefault(path if forward else path[::-1], []).append(str(customer))
+    ranked = sorted(who.items(), key=lambda item: (-len(item[1]), item[0]))[:TOP_PATHS]
+    return [
+        {
+            "path": list(path),
+            "customers": len(customers),
+            "share": _share(len(customers), anchored),
+            "examples": sorted(customers)[:EXAMPLES],
+        }
+        for path, customers in ranked
+    ]

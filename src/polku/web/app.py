@@ -20,6 +20,7 @@ from starlette.routing import Route
 from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
 from polku.config import Settings
 from polku.core.errors import PolkuError
+from polku.dashboard.routes import build_dashboard, dashboard_routes
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import NewKey, bootstrap
 from polku.web import (
@@ -29,6 +30,7 @@ from polku.web import (
     delivery_routes,
     ingest_routes,
     journey_routes,
+    overview_routes,
     profile_routes,
     survey_routes,
 )
@@ -124,6 +126,8 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             *analytics_routes.routes,
             *decision_routes.routes,
             *delivery_routes.routes,
+            *overview_routes.routes,
+            *dashboard_routes(),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -147,4 +151,5 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     app.state.services = state
     app.state.metrics = metric_set
     app.state.profiles = profiles
+    app.state.dashboard = build_dashboard(settings.data_dir)
     return app

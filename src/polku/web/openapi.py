@@ -141,6 +141,13 @@ def _profile_paths() -> dict[str, Any]:
         "/v1/identity/refusals": _read("list_identity_refusals", "Links the merge rules refused.", page, (400, 401)),
         "/v1/identity/changes": _read("list_identity_changes", "The audit of merges and splits.", page, (400, 401)),
         "/v1/processor": _read("processor_status", "How far the processor is behind the log.", [], (401,)),
+        "/v1/overview": _read(
+            "get_overview",
+            "The live overview: events per second by channel (last minute, and two minutes in 5 s buckets), "
+            "people, processing lag, open quarantine, deliveries (docs/dashboard.md).",
+            [],
+            (401,),
+        ),
     }
 
 
