@@ -210,3 +210,119 @@ def test_the_overview_updates_live_without_reloading(tab: Tab, live_demo: LiveDe
     tab.check_accessibility("overview")
     tab.photograph("overview")
     tab.no_errors()
+
+
+def _first(client: httpx.Client, path: str, key: str) -> str:
+    items = client.get(path).json()[key]
+    assert items, f"the demo has no {key}"
+    return str(items[0]["id"])
+
+
+def test_every_page_opens_passes_the_accessibility_check_and_logs_no_error(tab: Tab, live_demo: LiveDemo) -> None:
+    with live_demo.admin() as client:
+        journey = _first(client, "/v1/journeys", "journeys")
+        survey = _first(client, "/v1/surveys", "surveys")
+        customer = client.get("/v1/profiles/lookup", params={"user_id": "cust-00007"}).json()["customer_id"]
+    pages = {
+        "journeys": "/ui/journeys",
+        "journey": "/ui/journeys/password-help" if journey else "/ui/journeys",
+        "paths": "/ui/paths?start=app%3APassword+Reset+Failed&granularity=channel%3Aevent",
+        "variants-by-channel": "/ui/paths?start=web&granularity=channel",
+        "feedback": "/ui/feedback?metric=csat",
+        "customers": "/ui/customers",
+        "customer": f"/ui/customers/{customer}",
+        "surveys": "/ui/surveys",
+        "survey": f"/ui/surveys/{survey}",
+        "channels": "/ui/channels",
+        "sources": "/ui/sources",
+    }
+    for name, path in pages.items():
+        tab.open(live_demo.url + path)
+        assert tab.page.locator("h1").count() == 1, f"{name}: one heading of level 1"
+        assert not tab.page.locator(".flash.error").count(), (
+            f"{name}: {tab.page.locator('.flash.error').all_inner_texts()}"
+        )
+        tab.check_accessibility(name)
+        tab.photograph(name)
+    tab.no_errors()
+
+
+def test_the_sankey_leads_to_a_customer(tab: Tab, live_demo: LiveDemo) -> None:
+    tab.open(f"{live_demo.url}/ui/paths?start=app%3APassword+Reset+Failed&granularity=channel%3Aevent")
+    nodes = tab.page.locator("#paths-sankey .sankey-node")
+    assert nodes.count() > 2, "the Sankey has its nodes"
+    # Follow the second column's first node: the page opens again from that step.
+    label = nodes.nth(1).locator(".node-label").text_content() or ""
+    nodes.nth(1).locator(".node-rect").click(force=True)
+    tab.page.wait_for_url(re.compile(r"start="), timeout=10_000)
+    tab.settle()
+    assert "Password+Reset+Failed" not in tab.page.url or label in tab.page.url.replace("+", " ")
+    # Its top paths name example customers; open one.
+    example = tab.page.locator("a[href^='/ui/customers/c_']").first
+    example.click()
+    tab.page.wait_for_url(re.compile(r"/ui/customers/c_"))
+    tab.settle()
+    assert tab.page.locator("h1").count() == 1
+    assert tab.page.get_by_text("Likely reason", exact=False).count() >= 1
+    tab.no_errors()
+
+
+def test_a_journey_is_paused_and_resumed_from_its_page(tab: Tab, live_demo: LiveDemo) -> None:
+    tab.open(f"{live_demo.url}/ui/journeys/password-help")
+    tab.page.get_by_role("button", name="Pause", exact=True).click()
+    tab.page.wait_for_load_state("load")
+    assert "Paused journey password-help" in tab.page.get_by_role("status").first.inner_text()
+    with live_demo.admin() as client:
+        assert client.get("/v1/journeys/password-help").json()["status"] == "paused"
+    tab.photograph("journey-paused", full_page=False)
+    tab.page.get_by_role("button", name="Resume", exact=True).click()
+    tab.page.wait_for_load_state("load")
+    with live_demo.admin() as client:
+        assert client.get("/v1/journeys/password-help").json()["status"] == "active"
+    tab.no_errors()
+
+
+def test_a_customer_is_found_by_phone_number(tab: Tab, live_demo: LiveDemo) -> None:
+    with live_demo.admin() as client:
+        profile = client.get("/v1/profiles/lookup", params={"user_id": "cust-00011"}).json()
+    phone = profile["identifiers"]["phone"][0]
+    # Typed as people type it: spaces between the groups.
+    typed = f"{phone[:4]} {phone[4:6]} {phone[6:9]} {phone[9:]}"
+    tab.open(f"{live_demo.url}/ui/customers")
+    tab.page.get_by_label("Email, phone, user id or anonymous id").fill(typed)
+    tab.page.get_by_label("Email, phone, user id or anonymous id").press("Enter")
+    tab.page.wait_for_url(re.compile(r"/ui/customers/c_"))
+    tab.settle()
+    assert profile["customer_id"] in tab.page.url
+    assert phone in tab.page.locator("main").inner_text().replace(" ", "")
+    tab.no_errors()
+
+
+def test_the_pages_are_readable_on_a_phone(browser: Any, axe_source: str, live_demo: LiveDemo) -> None:
+    phone = _tab(browser, axe_source, live_demo, viewport={"width": 360, "height": 780}, is_mobile=True)
+    with live_demo.admin() as client:
+        customer = client.get("/v1/profiles/lookup", params={"user_id": "cust-00007"}).json()["customer_id"]
+    for name, path in {
+        "overview": "/ui/",
+        "journey": "/ui/journeys/password-help",
+        "customer": f"/ui/customers/{customer}",
+        "feedback": "/ui/feedback?metric=csat",
+    }.items():
+        phone.open(live_demo.url + path)
+        width = phone.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 360, f"{name}: the page scrolls sideways on a phone ({width} px)"
+        phone.photograph(f"phone-{name}", full_page=False)
+    phone.check_accessibility("customer on a phone")
+    phone.no_errors()
+    phone.page.context.close()
+
+
+def test_the_keyboard_reaches_the_content_with_a_visible_focus(tab: Tab, live_demo: LiveDemo) -> None:
+    tab.open(f"{live_demo.url}/ui/")
+    tab.page.keyboard.press("Tab")
+    focused = tab.page.evaluate("() => document.activeElement.textContent.trim()")
+    assert focused == "Skip to content"
+    outline = tab.page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", ""), "the focused link shows a focus ring"
+    tab.page.keyboard.press("Enter")
+    assert tab.page.evaluate("() => document.activeElement.id") == "main"

@@ -27,10 +27,13 @@ DAY_MS: Final = 86_400_000
 def first_seq_since(log: sqlite3.Connection, since_ms: int) -> int | None:
     """The first ``seq`` received at or after ``since_ms`` (``None``: none was).
     Binary search over ``seq``: ``received_ms`` does not decrease along the log."""
-    bounds = log.execute("SELECT min(seq), max(seq) FROM events").fetchone()
-    if bounds is None or bounds[0] is None:
+    # Two queries: SQLite answers min() or max() of the key from the b-tree's ends,
+    # but scans the whole table for both in one SELECT.
+    first = log.execute("SELECT min(seq) FROM events").fetchone()
+    if first is None or first[0] is None:
         return None
-    low, high = int(bounds[0]), int(bounds[1])
+    low = int(first[0])
+    high = int(log.execute("SELECT max(seq) FROM events").fetchone()[0])
     last = log.execute("SELECT received_ms FROM events WHERE seq = ?", (high,)).fetchone()
     if last is None or int(last[0]) < since_ms:
         return None

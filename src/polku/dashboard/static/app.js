@@ -153,9 +153,26 @@
     });
   }
 
+  // A table wider than its card scrolls inside it; keyboards must reach it too, so
+  // the scrolling box becomes a focusable, labelled region (WCAG 2.1.1).
+  function scrollableTables(root) {
+    root.querySelectorAll(".table-wrap").forEach(function (wrap) {
+      if (wrap.scrollWidth <= wrap.clientWidth + 1 || wrap.hasAttribute("tabindex")) return;
+      var table = wrap.querySelector("table");
+      var caption = table && table.querySelector("caption");
+      var card = wrap.closest("section, article, .card");
+      var heading = card && card.querySelector("h2, h3");
+      var label = (caption && caption.textContent) || (heading && heading.textContent) || "Table";
+      wrap.setAttribute("tabindex", "0");
+      wrap.setAttribute("role", "region");
+      wrap.setAttribute("aria-label", label.trim() + " (scrolls sideways)");
+    });
+  }
+
   function enhance(root) {
     confirmations(root);
     autosubmit(root);
+    scrollableTables(root);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -164,5 +181,6 @@
     drawCharts(document);
     liveCharts();
     enhance(document);
+    window.addEventListener("resize", function () { scrollableTables(document); });
   });
 })();
