@@ -85,7 +85,7 @@ def _options(args: list[str]) -> dict[str, str]:
 def _headline(result: dict[str, Any]) -> str:
     parts = [
         f"{key} {result[key]}"
-        for key in ("customers", "people", "events", "answers", "critical_answers", "conversions")
+        for key in ("customers", "people", "events", "answers", "critical_answers", "conversions", "distinct_steps")
         if key in result
     ]
     return f"{result['analysis']}: " + ", ".join(parts) if parts else str(result["analysis"])

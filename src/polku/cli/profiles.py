@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import msgspec
 import typer
 from rich.progress import Progress
 
@@ -19,14 +20,16 @@ from polku.adapters.sqlite.state_store import open_state_reader
 from polku.cli.manage import DataDir, Format, Workspace
 from polku.cli.store import console, emit
 from polku.core.errors import Conflict, NotFound
-from polku.engine.profile_views import ProfileViews, refusal_json
+from polku.engine.profile_views import MAX_RECENT_CUSTOMERS, RECENT_CUSTOMERS, ProfileViews, refusal_json
 from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.setup import DEFAULT_WORKSPACE
 from polku.engine.worker import rebuild_state, run_processor, wall_clock_ms
 
 T = TypeVar("T")
 identity_app = typer.Typer(help="Identity resolution: rebuild from the log, refusals, merges.", no_args_is_help=True)
-profiles_app = typer.Typer(help="Customer profiles, timelines and the agent view.", no_args_is_help=True)
+profiles_app = typer.Typer(
+    help="Customer profiles, timelines, the agent view and the contact policy.", no_args_is_help=True
+)
 accounts_app = typer.Typer(help="B2B accounts and their people.", no_args_is_help=True)
 
 
@@ -147,6 +150,28 @@ def identity_changes(
     )
 
 
+@profiles_app.command("recent")
+def profiles_recent(
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    limit: Annotated[
+        int, typer.Option(min=1, max=MAX_RECENT_CUSTOMERS, help="Customers to show, the most recently active first.")
+    ] = RECENT_CUSTOMERS,
+    output_format: Format = "table",
+) -> None:
+    """The customers behind the newest processed events: a short list to start from."""
+    customers = _with_views(data_dir, workspace, lambda views, runtime: views.recent(workspace, limit))
+    if output_format == "json":
+        emit({"customers": customers}, "json")
+        return
+    emit(
+        customers,
+        "table",
+        columns=["at", "customer_id", "name", "contact", "channel", "event"],
+        title="recently active customers",
+    )
+
+
 @profiles_app.command("show")
 def profiles_show(
     identifier: Annotated[
@@ -204,6 +229,52 @@ def profiles_context(
         return views.context(workspace, runtime, views.find_any(workspace, runtime, identifier), now)
 
     emit(_with_views(data_dir, workspace, read), "json")
+
+
+@profiles_app.command("policy")
+def profiles_policy(
+    identifier: Annotated[str, typer.Argument(help="A customer id, `type:value` or a bare identifier value.")],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    output_format: Format = "table",
+) -> None:
+    """Per purpose: the customer's consent and what the contact policy would decide
+    for a message on each channel now (send, hold until, or skip and why)."""
+    now = wall_clock_ms()
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> dict[str, Any]:
+        return views.policy(workspace, runtime, views.find_any(workspace, runtime, identifier), now)
+
+    policy = _with_views(data_dir, workspace, read)
+    if output_format == "json":
+        emit(policy, "json")
+        return
+    rows = [
+        {
+            "purpose": row["purpose"],
+            "consent": _consent_text(row["given"], row["default"]),
+            "verdict": verdict["kind"]
+            + (f" until {verdict['until']}" if verdict["until"] else "")
+            + (f" ({verdict['reason']})" if verdict["reason"] else ""),
+            "channels": "every channel" if verdict["every"] else ", ".join(verdict["channels"]),
+        }
+        for row in policy["purposes"]
+        for verdict in row["verdicts"]
+    ]
+    emit(
+        rows,
+        "table",
+        columns=["purpose", "consent", "verdict", "channels"],
+        title=f"consent (trait {policy['trait']}) and the contact policy now for {policy['customer_id']}",
+    )
+
+
+def _consent_text(given: Any, default: bool) -> str:
+    if given is None:
+        return f"{'yes' if default else 'no'} (default)"
+    if isinstance(given, bool):
+        return "yes" if given else "no"
+    return f"no ({msgspec.json.encode(given).decode()} is not true)"
 
 
 @accounts_app.command("show")

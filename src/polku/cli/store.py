@@ -19,7 +19,9 @@ from polku.core.errors import NotFound, PolkuError
 from polku.engine.ingest import Ingestor
 from polku.engine.setup import bootstrap
 
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True, emoji=False)
+"""Messages on stderr: markup for their own colours, but never emoji (a ``phone:``
+channel in a message would turn into a telephone)."""
 DATA_DIR_HELP = "Directory of the embedded store (env POLKU_DATA_DIR)."
 
 
@@ -64,4 +66,5 @@ def emit(data: Any, output_format: str, *, columns: list[str] | None = None, tit
     rows = builtins if isinstance(builtins, list) else [builtins]
     for row in rows:
         table.add_row(*(str(row.get(column, "")) if row.get(column) is not None else "" for column in columns))
-    Console().print(table)
+    # Cells and titles are data: `phone:Call Started` is no emoji code, `[vip]` no markup.
+    Console(emoji=False, markup=False).print(table)

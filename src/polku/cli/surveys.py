@@ -1,6 +1,6 @@
 """``polku surveys``: validate, deploy, list, show, pause / resume / archive, and
-invitations (sent, and not sent with the reason); ``polku feedback metrics``
-(docs/surveys.md). On the embedded store directly, like ``polku journeys``."""
+invitations (sent, and not sent with the reason); ``polku feedback metrics`` and
+``counts`` (docs/surveys.md). On the embedded store directly, like ``polku journeys``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,15 @@ from polku.cli.store import console, emit
 from polku.core.errors import InvalidInput
 from polku.core.events import parse_time
 from polku.core.survey_spec import parse_survey
-from polku.engine.feedback_reports import MetricQuery, feedback_metrics, invitation_view, survey_counts
+from polku.engine.feedback_reports import (
+    DEFAULT_PERIOD_DAYS,
+    MAX_COUNT_DAYS,
+    MetricQuery,
+    feedback_counts,
+    feedback_metrics,
+    invitation_view,
+    survey_counts,
+)
 from polku.engine.profile_views import ProfileViews
 from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.setup import DEFAULT_WORKSPACE
@@ -264,4 +272,33 @@ def feedback_metrics_command(
         columns=["group", "answers", "score", "interval", "mean", "invitations", "response_rate"],
         title=f"{report['metric'].upper()} {report['since'][:10]} to {report['until'][:10]}"
         f" ({round(report['confidence'] * 100)} % intervals)",
+    )
+
+
+@feedback_app.command("counts")
+def feedback_counts_command(
+    days: Annotated[
+        int, typer.Option(min=1, max=MAX_COUNT_DAYS, help="The period, in days up to now.")
+    ] = DEFAULT_PERIOD_DAYS,
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    output_format: Format = "table",
+) -> None:
+    """Answers per metric (NPS, CSAT, CES) in the period, and the metric most answered."""
+    now = wall_clock_ms()
+    report = _with_views(
+        data_dir, workspace, lambda views, _: feedback_counts(views.state.connection, workspace, days, now)
+    )
+    if output_format == "json":
+        emit(report, "json")
+        return
+    rows = [
+        {"metric": metric, "answers": count, "most_answered": "yes" if metric == report["most_answered"] else ""}
+        for metric, count in report["answers"].items()
+    ]
+    emit(
+        rows,
+        "table",
+        columns=["metric", "answers", "most_answered"],
+        title=f"answers {report['since'][:10]} to {report['until'][:10]}",
     )

@@ -100,7 +100,9 @@ class DemoWorld:
     def live(self, now_ms: int) -> list[dict[str, Any]]:
         """One visit of a random person, starting now (the live stream)."""
         person = self.random.choice(self.people)
-        person.clock = max(person.clock, now_ms)
+        # Now, even when their history ran past it (a backfilled visit's steps
+        # spread over hours): live events never come from the future.
+        person.clock = now_ms
         return self.visit(person, spread=False)
 
     def visit(self, person: Person, *, spread: bool = True) -> list[dict[str, Any]]:

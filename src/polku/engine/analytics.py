@@ -170,6 +170,32 @@ def channel_mix(db: Any, scope: Scope, *, period: str = "week") -> dict[str, Any
     }
 
 
+# --- steps -----------------------------------------------------------------------------------
+
+
+def steps(db: Any, scope: Scope, *, granularity: str = "channel:event", top: int = 100) -> dict[str, Any]:
+    """The steps customers took in scope at a granularity, the most taken first: each
+    with its customers (who took it at least once) and events; ``distinct_steps``
+    counts them all. What to start a path from, or end one at."""
+    label = label_column(granularity)
+    if not 1 <= top <= 1000:
+        raise InvalidInput("top must be 1-1000", field="top")
+    events, parameters = scope.events_sql(interactions=True)
+    rows = db.execute(
+        f"WITH ev AS ({events}) SELECT {label}, count(DISTINCT customer_id), count(*), count(*) OVER () FROM ev "
+        "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
+        [*parameters, top],
+    ).fetchall()
+    return {
+        "scope": scope.describe(),
+        "granularity": granularity,
+        "distinct_steps": int(rows[0][3]) if rows else 0,
+        "steps": [
+            {"step": str(step), "customers": int(customers), "events": int(count)} for step, customers, count, _ in rows
+        ],
+    }
+
+
 # --- variants and directly-follows ----------------------------------------------------------
 
 

@@ -64,6 +64,13 @@ ANALYSES: Final = {
             ("channels", ("channel", "events", "people", "share_of_events", "account_people", "consumer_people")),
         ),
         Analysis(
+            "steps",
+            "Every step customers took, the most taken first, with its customers and events.",
+            analytics.steps,
+            (GRANULARITY, Parameter("top", "int", "List this many steps (1-1000).", 100)),
+            ("steps", ("step", "customers", "events")),
+        ),
+        Analysis(
             "paths",
             "From (start) or to (end) a step: the next or previous steps across channels (Sankey data).",
             analytics.paths,

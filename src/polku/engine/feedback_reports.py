@@ -1,5 +1,6 @@
 """Feedback metrics and survey reports, read from the processor's state (the API's
-``GET /v1/feedback/metrics`` and ``polku feedback metrics`` share them)."""
+``GET /v1/feedback/metrics`` and ``/counts`` and ``polku feedback metrics`` and
+``counts`` share them)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ from polku.core.profile import FEEDBACK_METRICS
 from polku.state import FeedbackRow
 
 DAY_MS: Final = 86_400_000
-DEFAULT_PERIOD_MS: Final = 90 * DAY_MS
+DEFAULT_PERIOD_DAYS: Final = 90
+DEFAULT_PERIOD_MS: Final = DEFAULT_PERIOD_DAYS * DAY_MS
+MAX_COUNT_DAYS: Final = 3660
+MOST_ANSWERED_ORDER: Final = ("nps", "csat", "ces")
+"""``FEEDBACK_METRICS`` in the order ties go by."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,36 @@ def feedback_metrics(connection: sqlite3.Connection, workspace: str, query: Metr
             if value is not None
         },
         "groups": [{"key": key, **summary.as_dict()} for key, summary in groups],
+    }
+
+
+def answer_counts(connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int = 0) -> dict[str, int]:
+    """Answers per metric from ``since_ms`` (until ``until_ms``, exclusive, when
+    given); only the metrics answered (an index read)."""
+    sql = "SELECT metric, count(*) FROM feedback WHERE workspace = ? AND ts_ms >= ?"
+    parameters: list[Any] = [workspace, since_ms]
+    if until_ms:
+        sql += " AND ts_ms < ?"
+        parameters.append(until_ms)
+    rows = connection.execute(sql + " GROUP BY metric", parameters).fetchall()
+    return {str(metric): int(count) for metric, count in rows}
+
+
+def feedback_counts(connection: sqlite3.Connection, workspace: str, days: int, now_ms: int) -> dict[str, Any]:
+    """Answers per metric in the last ``days`` days, every metric named, and the one
+    most answered (NPS, then CSAT, on a tie): the metric the dashboard's feedback
+    page shows first."""
+    if not 1 <= days <= MAX_COUNT_DAYS:
+        raise InvalidInput(f"days must be 1-{MAX_COUNT_DAYS}", field="days")
+    since = now_ms - days * DAY_MS
+    counts = answer_counts(connection, workspace, since, now_ms + 1)
+    answers = {metric: counts.get(metric, 0) for metric in MOST_ANSWERED_ORDER}
+    return {
+        "since": _iso(since),
+        "until": _iso(now_ms),
+        "days": days,
+        "answers": answers,
+        "most_answered": max(MOST_ANSWERED_ORDER, key=lambda metric: answers[metric]),
     }
 
 

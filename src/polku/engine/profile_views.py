@@ -13,10 +13,11 @@ from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import StateReads
 from polku.core.attributes import parse_duration
 from polku.core.errors import InvalidInput, NotFound
-from polku.core.events import Event, format_millis
+from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
 from polku.core.profile import Profile, identifiers_by_type
 from polku.engine.journey_reports import agent_notes
+from polku.engine.policy_views import contact_policy
 from polku.engine.runtime import WorkspaceRuntime
 from polku.state import Account, TimelineRow
 
@@ -28,6 +29,12 @@ CONTEXT_SCAN: Final = 500
 """Timeline entries the agent view reads at most (newest first)."""
 REASON_SCAN: Final = 50
 """The most recent events the likely-reason rule looks at (within the look-back)."""
+RECENT_CUSTOMERS: Final = 20
+MAX_RECENT_CUSTOMERS: Final = 200
+RECENT_SCAN: Final = 400
+RECENT_SCAN_PER_CUSTOMER: Final = 20
+"""Log entries (newest first) read to find the recently active customers: 20 per
+customer asked for, at least 400 (segment events and the like crowd the tail)."""
 
 
 class ProfileViews:
@@ -71,6 +78,56 @@ class ProfileViews:
                 continue
         raise NotFound(f"no customer has an identifier {text!r}")
 
+    def recent(self, workspace: str, limit: int = RECENT_CUSTOMERS) -> list[dict[str, Any]]:
+        """The customers behind the newest processed events of the log, newest first:
+        a short list to start from (cheap: one backwards read of the log's tail)."""
+        if not 1 <= limit <= MAX_RECENT_CUSTOMERS:
+            raise InvalidInput(f"limit must be 1-{MAX_RECENT_CUSTOMERS}", field="limit")
+        rows = self.log.connection.execute(
+            "SELECT user_id, anonymous_id, ts_ms, channel, type, name FROM events "
+            "WHERE seq <= ? AND workspace = ? ORDER BY seq DESC LIMIT ?",
+            (self.state.checkpoint(), workspace, max(RECENT_SCAN, limit * RECENT_SCAN_PER_CUSTOMER)),
+        ).fetchall()
+        seen: dict[str, dict[str, Any]] = {}
+        looked_up: dict[str, str | None] = {}
+        for user_id, anonymous_id, ts_ms, channel, kind, name in rows:
+            if channel == SYSTEM_CHANNEL or not (user_id or anonymous_id):
+                continue
+            identifier = f"user_id:{user_id}" if user_id else f"anonymous_id:{anonymous_id}"
+            if identifier not in looked_up:
+                record = self.state.identifier(workspace, identifier)
+                looked_up[identifier] = self.state.redirect(workspace, record.customer_id) if record else None
+            customer_id = looked_up[identifier]
+            if customer_id is None or customer_id in seen:
+                continue
+            seen[customer_id] = {"customer_id": customer_id, "event": name or kind, "channel": channel, "at": ts_ms}
+            if len(seen) >= limit:
+                break
+        profiles = self.state.profiles(workspace, list(seen))
+        found: list[dict[str, Any]] = []
+        for customer_id, item in seen.items():
+            profile = profiles.get(customer_id)
+            if profile is None:
+                continue
+            traits = {name: value[0] for name, value in profile.traits.items()}
+            identifiers = sorted(identifier.partition(":")[2] for identifier in profile.identifiers)
+            found.append(
+                {
+                    **item,
+                    "at": format_millis(item["at"]),
+                    "name": display_name(traits),
+                    "contact": next(
+                        (
+                            i.partition(":")[2]
+                            for i in sorted(profile.identifiers)
+                            if i.startswith(("email:", "phone:"))
+                        ),
+                        identifiers[0] if identifiers else customer_id,
+                    ),
+                }
+            )
+        return sorted(found, key=lambda item: item["at"], reverse=True)
+
     def _profile(self, workspace: str, customer_id: str) -> Profile:
         profile = self.state.profile(workspace, customer_id)
         if profile is None:
@@ -103,6 +160,14 @@ class ProfileViews:
 
     def refusals_of(self, workspace: str, profile: Profile) -> list[dict[str, Any]]:
         return [refusal_json(i, r) for i, r in self.state.refusals_about(workspace, profile.identifiers)]
+
+    # -- consent and the contact policy ---------------------------------------------
+
+    def policy(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:
+        """Per purpose: the customer's consent and what the contact policy would
+        decide for a message on each channel now (``policy_views.contact_policy``)."""
+        profile = self._profile(workspace, customer_id)
+        return {"customer_id": customer_id, **contact_policy(self.state, workspace, runtime, profile, now_ms)}
 
     # -- the timeline ---------------------------------------------------------------
 
@@ -252,6 +317,12 @@ class ProfileViews:
             "last_seen": format_millis(account.last_seen_ms) if account.last_seen_ms else None,
             "people": people,
         }
+
+
+def display_name(traits: Mapping[str, Any]) -> str | None:
+    """The name to show: ``name``, else the first and last name."""
+    name = traits.get("name") or " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
+    return str(name) if name else None
 
 
 def _account_summary(account_id: str, account: Account | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
 from polku.core.survey_spec import SurveySpec
 from polku.core.workspace import NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
+from polku.engine.profile_views import MAX_RECENT_CUSTOMERS
 from polku.web.admin_routes import KeyRequest, SourceRequest
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -104,11 +105,18 @@ def _profile_paths() -> dict[str, Any]:
         _query("after", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0, "maximum": 2**62}),
         _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
     ]
+    recent = MAX_RECENT_CUSTOMERS
     lookup = [
         _query(name, f"Find the customer by {name} (give exactly one parameter).")
         for name in ("user_id", "anonymous_id", "email", "phone", "customer_id")
     ]
     return {
+        "/v1/profiles/recent": _read(
+            "recent_profiles",
+            "The customers behind the newest processed events, newest first: name, contact, event, channel, time.",
+            [_query("limit", "At most this many (default 20).", {"type": "integer", "minimum": 1, "maximum": recent})],
+            (400, 401),
+        ),
         "/v1/profiles/lookup": _read(
             "lookup_profile",
             "The customer with this identifier: identifiers, traits, computed attributes, segments, accounts.",
@@ -129,6 +137,13 @@ def _profile_paths() -> dict[str, Any]:
         "/v1/profiles/{customer_id}/context": _read(
             "get_context",
             "The agent view: who this is, recent interactions, purchases, feedback, likely reason for contact.",
+            customer,
+            (401, 404),
+        ),
+        "/v1/profiles/{customer_id}/policy": _read(
+            "get_profile_policy",
+            "Per purpose: the customer's consent (given, or the default) and what the contact policy would decide "
+            "for a message on each channel now (send, hold until, or skip and why).",
             customer,
             (401, 404),
         ),

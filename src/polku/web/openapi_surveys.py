@@ -1,5 +1,5 @@
 """The survey part of the OpenAPI document (docs/surveys.md): definitions, their
-invitations, feedback metrics, and the answers API whose credential is the
+invitations, feedback metrics and answer counts, and the answers API whose credential is the
 invitation's signed token."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from polku.core.feedback_metrics import GROUPINGS
+from polku.engine.feedback_reports import DEFAULT_PERIOD_DAYS, MAX_COUNT_DAYS
 from polku.web.openapi import ADMIN, _errors, _json, _query, _read
 
 SURVEY_ID = {
@@ -133,6 +134,18 @@ def survey_paths() -> dict[str, Any]:
                     "Of the intervals (default 0.95).",
                     {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 0.999},
                 ),
+            ],
+            (400, 401),
+        ),
+        "/v1/feedback/counts": _read(
+            "feedback_counts",
+            "Answers per metric (NPS, CSAT, CES) in the last `days` days, and the metric most answered.",
+            [
+                _query(
+                    "days",
+                    f"The period, in days up to now (default {DEFAULT_PERIOD_DAYS}).",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_COUNT_DAYS},
+                )
             ],
             (400, 401),
         ),

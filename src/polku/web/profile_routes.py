@@ -1,5 +1,6 @@
-"""Customers and accounts over HTTP (admin token): lookup, profile, timeline, the
-agent view, accounts, identity refusals and changes."""
+"""Customers and accounts over HTTP (admin token): the recently active, lookup,
+profile, timeline, the agent view, consent and the contact policy, accounts,
+identity refusals and changes."""
 
 from __future__ import annotations
 
@@ -19,7 +20,14 @@ from starlette.routing import Route
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import open_state_reader
 from polku.core.errors import InvalidInput
-from polku.engine.profile_views import MAX_TIMELINE_PAGE, ProfileViews, parse_cursor, refusal_json
+from polku.engine.profile_views import (
+    MAX_RECENT_CUSTOMERS,
+    MAX_TIMELINE_PAGE,
+    RECENT_CUSTOMERS,
+    ProfileViews,
+    parse_cursor,
+    refusal_json,
+)
 from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.worker import wall_clock_ms
 from polku.ports import Catalog
@@ -115,6 +123,14 @@ async def lookup(request: Request) -> Response:
     return json_response(await service.run(read))
 
 
+async def recent_profiles(request: Request) -> Response:
+    """The customers behind the newest processed events, newest first."""
+    credential = await admin_access(request, services(request).catalog)
+    limit = _int_param(request, "limit", RECENT_CUSTOMERS, 1, MAX_RECENT_CUSTOMERS)
+    workspace = credential.workspace
+    return json_response({"customers": await _profiles(request).run(lambda v: v.recent(workspace, limit))})
+
+
 async def get_profile(request: Request) -> Response:
     workspace, runtime, customer_id = await _customer(request)
     now = wall_clock_ms()
@@ -133,6 +149,12 @@ async def get_context(request: Request) -> Response:
     workspace, runtime, customer_id = await _customer(request)
     now = wall_clock_ms()
     return json_response(await _profiles(request).run(lambda v: v.context(workspace, runtime, customer_id, now)))
+
+
+async def get_policy(request: Request) -> Response:
+    workspace, runtime, customer_id = await _customer(request)
+    now = wall_clock_ms()
+    return json_response(await _profiles(request).run(lambda v: v.policy(workspace, runtime, customer_id, now)))
 
 
 async def get_account(request: Request) -> Response:
@@ -175,11 +197,14 @@ async def processor_status(request: Request) -> Response:
 
 
 routes = [
+    # Before `/v1/profiles/{customer_id}`, which would take `recent` for a customer id.
+    Route("/v1/profiles/recent", recent_profiles, methods=["GET"]),
     Route("/v1/processor", processor_status, methods=["GET"]),
     Route("/v1/profiles/lookup", lookup, methods=["GET"]),
     Route("/v1/profiles/{customer_id}", get_profile, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/timeline", get_timeline, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/context", get_context, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}/policy", get_policy, methods=["GET"]),
     Route("/v1/accounts/{account_id}", get_account, methods=["GET"]),
     Route("/v1/identity/refusals", list_refusals, methods=["GET"]),
     Route("/v1/identity/changes", list_identity_changes, methods=["GET"]),

@@ -2,7 +2,7 @@
 
 With an admin token: deploy (versioned), validate, list, show, pause / resume /
 archive, invitations sent and not sent (with the reason), a customer's pending
-in-app surveys, and feedback metrics. Without one, with the invitation's signed
+in-app surveys, feedback metrics and the answers per metric. Without one, with the invitation's signed
 token as the only credential: the survey as a front end shows it, the answers
 API, and the hosted page ``/s/<token>`` (a plain HTML form; no JavaScript needed).
 """
@@ -22,7 +22,15 @@ from polku.adapters.sqlite import survey_store
 from polku.core.errors import Conflict, Forbidden, Gone, InvalidInput, LimitExceeded, MalformedBody, PolkuError
 from polku.core.events import format_millis
 from polku.core.survey_spec import SURVEY_CHANNEL, survey_schema
-from polku.engine.feedback_reports import MetricQuery, feedback_metrics, invitation_view, survey_counts
+from polku.engine.feedback_reports import (
+    DEFAULT_PERIOD_DAYS,
+    MAX_COUNT_DAYS,
+    MetricQuery,
+    feedback_counts,
+    feedback_metrics,
+    invitation_view,
+    survey_counts,
+)
 from polku.engine.survey_admin import (
     check_survey_for_workspace,
     localized,
@@ -259,6 +267,17 @@ async def metrics(request: Request) -> Response:
     )
 
 
+async def counts(request: Request) -> Response:
+    """Answers per metric in the last ``days`` days, and the metric most answered."""
+    credential = await admin_access(request, services(request).catalog)
+    days = _int_param(request, "days", DEFAULT_PERIOD_DAYS, 1, MAX_COUNT_DAYS)
+    workspace = credential.workspace
+    now = wall_clock_ms()
+    return json_response(
+        await _profiles(request).run(lambda views: feedback_counts(views.state.connection, workspace, days, now))
+    )
+
+
 # --- answering (the token is the credential) ---------------------------------------------
 
 
@@ -445,6 +464,7 @@ routes = [
     Route("/v1/surveys/{survey_id}/invitations", survey_invitations, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/surveys", profile_surveys, methods=["GET"]),
     Route("/v1/feedback/metrics", metrics, methods=["GET"]),
+    Route("/v1/feedback/counts", counts, methods=["GET"]),
     Route("/v1/invitations/{token}", get_invitation, methods=["GET"]),
     Route("/v1/invitations/{token}/answer", answer_invitation, methods=["POST"]),
     Route("/s/static/survey.css", stylesheet, methods=["GET"]),

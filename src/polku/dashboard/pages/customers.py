@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -18,12 +18,9 @@ from starlette.responses import RedirectResponse, Response
 from polku.adapters.sqlite import survey_store
 from polku.adapters.sqlite.deliveries import deliveries
 from polku.core.errors import InvalidInput, NotFound
-from polku.core.events import SYSTEM_CHANNEL, format_millis
-from polku.core.journey_state import JourneyState, account_holder
-from polku.core.policy import Verdict
-from polku.core.profile import Profile, condition_view
+from polku.core.events import format_millis
 from polku.dashboard.frame import View, page_route
-from polku.engine.journey_reports import customer_journeys, customer_messages, journey_state
+from polku.engine.journey_reports import customer_journeys, customer_messages
 from polku.engine.profile_views import ProfileViews, parse_cursor
 from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.worker import wall_clock_ms
@@ -31,13 +28,9 @@ from polku.engine.worker import wall_clock_ms
 MAX_QUERY: Final = 512
 TIMELINE_PAGE: Final = 50
 RECENT_CUSTOMERS: Final = 20
-RECENT_SCAN: Final = 400
-"""Log entries (newest first) read to find the recently active customers."""
 SHOWN_PROPERTIES: Final = 8
 SHOWN_VALUE: Final = 80
 SHOWN_MESSAGES: Final = 10
-BUILT_IN_CHANNELS: Final = ("in_app",)
-"""Channels polku delivers itself that the contact policy checks (``agent_note`` is exempt)."""
 
 
 def compact_properties(properties: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -49,58 +42,7 @@ def compact_properties(properties: Mapping[str, Any] | None) -> list[tuple[str, 
     return shown
 
 
-def display_name(traits: Mapping[str, Any]) -> str | None:
-    """The name the agent view shows (``name``, else first and last name)."""
-    name = traits.get("name") or " ".join(str(traits[k]) for k in ("first_name", "last_name") if traits.get(k))
-    return str(name) if name else None
-
-
 # -- finding customers ------------------------------------------------------------
-
-
-def recent_customers(views: ProfileViews, workspace: str, limit: int = RECENT_CUSTOMERS) -> list[dict[str, Any]]:
-    """The customers behind the newest processed events of the log, newest first:
-    a short list to start from (cheap: one backwards read of the log's tail)."""
-    rows = views.log.connection.execute(
-        "SELECT user_id, anonymous_id, ts_ms, channel, type, name FROM events "
-        "WHERE seq <= ? AND workspace = ? ORDER BY seq DESC LIMIT ?",
-        (views.state.checkpoint(), workspace, RECENT_SCAN),
-    ).fetchall()
-    seen: dict[str, dict[str, Any]] = {}
-    looked_up: dict[str, str | None] = {}
-    for user_id, anonymous_id, ts_ms, channel, kind, name in rows:
-        if channel == SYSTEM_CHANNEL or not (user_id or anonymous_id):
-            continue
-        identifier = f"user_id:{user_id}" if user_id else f"anonymous_id:{anonymous_id}"
-        if identifier not in looked_up:
-            record = views.state.identifier(workspace, identifier)
-            looked_up[identifier] = views.state.redirect(workspace, record.customer_id) if record else None
-        customer_id = looked_up[identifier]
-        if customer_id is None or customer_id in seen:
-            continue
-        seen[customer_id] = {"customer_id": customer_id, "event": name or kind, "channel": channel, "at": ts_ms}
-        if len(seen) >= limit:
-            break
-    profiles = views.state.profiles(workspace, list(seen))
-    found: list[dict[str, Any]] = []
-    for customer_id, item in seen.items():
-        profile = profiles.get(customer_id)
-        if profile is None:
-            continue
-        traits = {name: value[0] for name, value in profile.traits.items()}
-        identifiers = sorted(identifier.partition(":")[2] for identifier in profile.identifiers)
-        found.append(
-            {
-                **item,
-                "at": format_millis(item["at"]),
-                "name": display_name(traits),
-                "contact": next(
-                    (i.partition(":")[2] for i in sorted(profile.identifiers) if i.startswith(("email:", "phone:"))),
-                    identifiers[0] if identifiers else customer_id,
-                ),
-            }
-        )
-    return sorted(found, key=lambda item: item["at"], reverse=True)
 
 
 def _kinds(runtime: WorkspaceRuntime) -> str:
@@ -139,7 +81,7 @@ async def search_page(
 ) -> Response:
     """The search form, what went wrong with the last search, and recent customers."""
     workspace = view.workspace
-    recent = await view.profiles.run(lambda views: recent_customers(views, workspace))
+    recent = await view.profiles.run(lambda views: views.recent(workspace, RECENT_CUSTOMERS))
     title = "Customer not found" if missing_id else f"No customer found: {query[:60]}" if problem else "Customers"
     return view.render(
         "pages/customers.html",
@@ -158,64 +100,20 @@ async def search_page(
 # -- one customer ---------------------------------------------------------------------
 
 
-def verdict_view(verdict: Verdict) -> dict[str, Any]:
-    if verdict.kind == "send":
-        return {"kind": "send", "text": "would go now", "tone": "good"}
-    if verdict.kind == "hold":
-        until = datetime.fromtimestamp(verdict.until_ms / 1000, UTC).strftime("%d %b %H:%M UTC")
-        return {"kind": "hold", "text": f"held until {until}", "tone": "warn"}
-    return {"kind": "skip", "text": f"not sent: {verdict.reason}", "tone": "bad"}
+def verdict_view(verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """An engine verdict (``policy_views.verdict_json``) in words, with its tone."""
+    if verdict["kind"] == "send":
+        return {**verdict, "text": "would go now", "tone": "good"}
+    if verdict["kind"] == "hold":
+        until = datetime.fromisoformat(verdict["until"] or format_millis(0)).strftime("%d %b %H:%M UTC")
+        return {**verdict, "text": f"held until {until}", "tone": "warn"}
+    return {**verdict, "text": f"not sent: {verdict['reason']}", "tone": "bad"}
 
 
-def contact_policy(
-    views: ProfileViews, workspace: str, runtime: WorkspaceRuntime, profile: Profile, now_ms: int
-) -> dict[str, Any]:
-    """Per purpose: the customer's consent (given, or the default) and what the
-    contact policy would decide for a message on each channel now — the same
-    ``Policy.check`` a journey's action makes."""
-    policy = runtime.policy
-    traits = {name: value[0] for name, value in profile.traits.items()}
-    given = traits.get(policy.consent_trait)
-    consent: dict[str, Any] = given if isinstance(given, dict) else {}
-    config = policy.config
-    named = [*(cap.purposes or [] for cap in config.caps), *(rule.purposes or [] for rule in config.suppress)]
-    if config.quiet_hours is not None:
-        named.append(config.quiet_hours.purposes or [])
-    purposes = sorted({*policy.consent_defaults, *(str(p) for p in consent), *(p for group in named for p in group)})
-    accounts = views.state.accounts(workspace, list(profile.accounts))
-    account_traits = {a: (accounts[a].trait_values() if a in accounts else None) for a in profile.accounts}
-    view = condition_view(profile, runtime.attributes.values(profile.attributes, now_ms), account_traits, now_ms)
-    connection = views.state.connection
-    sent = (journey_state(connection, workspace, profile.customer_id) or JourneyState()).sent
-    account_sent = {}
-    if any(cap.account for cap in policy.caps):
-        account_sent = {
-            account: (journey_state(connection, workspace, account_holder(account)) or JourneyState()).sent
-            for account in sorted(profile.accounts)
-        }
-    channels = [*runtime.channel_types, *(c for c in BUILT_IN_CHANNELS if c not in runtime.channel_types)]
-    rows = []
-    for purpose in purposes:
-        answer = consent.get(purpose)
-        # Channels with the same answer are shown together (usually all of them).
-        verdicts: dict[Verdict, list[str]] = {}
-        for channel in channels:
-            verdict = policy.check(
-                channel=channel, purpose=purpose, view=view, sent=sent, account_sent=account_sent, now_ms=now_ms
-            )
-            verdicts.setdefault(verdict, []).append(channel)
-        rows.append(
-            {
-                "purpose": purpose,
-                "given": answer,
-                "default": policy.consent_defaults.get(purpose, False),
-                "verdicts": [
-                    {**verdict_view(verdict), "channels": names, "every": len(verdicts) == 1}
-                    for verdict, names in verdicts.items()
-                ],
-            }
-        )
-    return {"trait": policy.consent_trait, "channels": channels, "purposes": rows, "raw": given}
+def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
+    """``GET /v1/profiles/{id}/policy``'s answer with each verdict in words."""
+    purposes = [{**row, "verdicts": [verdict_view(v) for v in row["verdicts"]]} for row in policy["purposes"]]
+    return {**policy, "purposes": purposes}
 
 
 def open_invitations(views: ProfileViews, workspace: str, customer_id: str, now_ms: int) -> list[dict[str, Any]]:
@@ -267,7 +165,7 @@ def read_customer(
         "events": profile.events,
         "journeys": journeys,
         "messages": messages,
-        "policy": contact_policy(views, workspace, runtime, profile, now_ms),
+        "policy": policy_view(views.policy(workspace, runtime, live, now_ms)),
         "invitations": open_invitations(views, workspace, live, now_ms),
     }
 

@@ -22,7 +22,7 @@ from polku.core.errors import InvalidInput, PolkuError
 from polku.core.profile import FEEDBACK_METRICS
 from polku.dashboard.frame import View, page_route
 from polku.dashboard.reads import analyze, days_ago
-from polku.engine.feedback_reports import MetricQuery, feedback_metrics
+from polku.engine.feedback_reports import MetricQuery, answer_counts, feedback_metrics
 from polku.engine.profile_views import ProfileViews
 from polku.engine.worker import wall_clock_ms
 
@@ -184,15 +184,6 @@ def week_rows(weekly: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [{"week": week, "cells": [found[name].get(week) for name in weekly]} for week in weeks]
 
 
-def answer_counts(views: ProfileViews, workspace: str, since_ms: int) -> dict[str, int]:
-    """Answers per metric since a moment: which metric to show first (an index read)."""
-    rows = views.state.connection.execute(
-        "SELECT metric, count(*) FROM feedback WHERE workspace = ? AND ts_ms >= ? GROUP BY metric",
-        (workspace, since_ms),
-    ).fetchall()
-    return {str(metric): int(count) for metric, count in rows}
-
-
 async def feedback_page(view: View) -> Response:
     params = view.request.query_params
     try:
@@ -203,7 +194,7 @@ async def feedback_page(view: View) -> Response:
             error=error, counts={}, period=PERIODS.get(params.get("period", ""), ""), **choices(),
         )  # fmt: skip
     workspace, since = view.workspace, wall_clock_ms() - query.days * DAY_MS
-    counts = await view.profiles.run(lambda views: answer_counts(views, workspace, since))
+    counts = await view.profiles.run(lambda views: answer_counts(views.state.connection, workspace, since))
     if not query.metric:
         # The metric most answered (NPS on a tie) until one is chosen.
         query = query.with_metric(max(METRICS, key=lambda name: counts.get(name, 0)))

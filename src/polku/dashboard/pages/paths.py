@@ -3,8 +3,8 @@ Sankey that re-opens itself on the clicked step, the most frequent whole paths w
 example customers, and the variants (the most frequent complete paths).
 
 The page renders its form at once; the analyses (DuckDB) are fragments: the Sankey
-is ``GET /v1/analytics/paths`` and the variants ``GET /v1/analytics/variants`` with
-the same parameters.
+is ``GET /v1/analytics/paths``, the variants ``GET /v1/analytics/variants`` and the
+steps suggested in the form ``GET /v1/analytics/steps``, with the same parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from polku.adapters.duckdb import analytics_store
 from polku.core.errors import InvalidInput, PolkuError
 from polku.dashboard.frame import View, page_route
 from polku.dashboard.reads import analyze, days_ago
@@ -182,17 +181,12 @@ def known_steps(view: View, query: PathsQuery, since: str) -> list[tuple[str, in
 
 
 def _read_steps(view: View, query: PathsQuery, since: str) -> list[tuple[str, int]]:
-    analysis = analytics_registry.analysis_named("variants")
-    scope, _ = analytics_registry.parse(analysis, view.workspace, {k: v for k, v in query.scope(since).items() if v})
-    events, parameters = scope.events_sql(interactions=True)
-    label = analytics.label_column(query.granularity)
-    with analytics_store.reader(view.services.settings.data_dir) as db:
-        rows = db.execute(
-            f"WITH ev AS ({events}) SELECT {label}, count(DISTINCT customer_id) FROM ev "
-            "GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
-            [*parameters, KNOWN_STEPS],
-        ).fetchall()
-    return [(str(step), int(count)) for step, count in rows]
+    """``GET /v1/analytics/steps`` with the form's scope and granularity."""
+    analysis = analytics_registry.analysis_named("steps")
+    given = {**query.scope(since), "granularity": query.granularity, "top": str(KNOWN_STEPS)}
+    scope, arguments = analytics_registry.parse(analysis, view.workspace, {k: v for k, v in given.items() if v})
+    found = analytics_registry.run(analysis, view.services.settings.data_dir, scope, arguments)
+    return [(row["step"], row["customers"]) for row in found["steps"]]
 
 
 def channel_of(step: str, granularity: str) -> str | None:
