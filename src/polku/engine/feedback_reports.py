@@ -64,17 +64,38 @@ def _matches(query: MetricQuery, row: FeedbackRow | InvitationRecord, segments: 
     )
 
 
-def feedback_metrics(connection: sqlite3.Connection, workspace: str, query: MetricQuery, now_ms: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PeriodRows:
+    """A period's answers and sent invitations, read once for several
+    ``feedback_metrics`` calls over the same period (a page of scores)."""
+
+    since_ms: int
+    until_ms: int
+    feedback: list[FeedbackRow]
+    invitations: list[InvitationRecord]
+
+    @classmethod
+    def read(cls, connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int) -> PeriodRows:
+        return cls(
+            since_ms,
+            until_ms,
+            survey_store.feedback_rows(connection, workspace, since_ms, until_ms),
+            survey_store.invitation_counts(connection, workspace, since_ms, until_ms),
+        )
+
+
+def feedback_metrics(
+    connection: sqlite3.Connection, workspace: str, query: MetricQuery, now_ms: int, *, period: PeriodRows | None = None
+) -> dict[str, Any]:
     """The metric overall or by a grouping, with intervals, and the response rate of
-    the invitations of the period (answers to invitations / invitations sent)."""
+    the invitations of the period (answers to invitations / invitations sent).
+    ``period``: the rows of exactly this query's period, already read."""
     query.check()
     until = query.until_ms or now_ms + 1
     since = query.since_ms or until - DEFAULT_PERIOD_MS
-    rows = [
-        row
-        for row in survey_store.feedback_rows(connection, workspace, since, until)
-        if row.metric == query.metric and _matches(query, row, row.segments)
-    ]
+    if period is None or (period.since_ms, period.until_ms) != (since, until):
+        period = PeriodRows.read(connection, workspace, since, until)
+    rows = [row for row in period.feedback if row.metric == query.metric and _matches(query, row, row.segments)]
     answers = [
         Answer(
             metric=row.metric,
@@ -92,7 +113,7 @@ def feedback_metrics(connection: sqlite3.Connection, workspace: str, query: Metr
     if query.segment is None and query.by != "segment":
         # Invitations keep no segments: a response rate by segment is not shown.
         invitations = {}
-        for record in survey_store.invitation_counts(connection, workspace, since, until):
+        for record in period.invitations:
             if record.metric == query.metric and _matches(query, record, ()):
                 for key in _invitation_keys(record, query.by):
                     invitations[key] = invitations.get(key, 0) + 1

@@ -18,7 +18,6 @@ from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
 from polku.core.survey_spec import SurveySpec
 from polku.core.workspace import NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
-from polku.engine.profile_views import MAX_RECENT_CUSTOMERS
 from polku.web.admin_routes import KeyRequest, SourceRequest
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -99,71 +98,9 @@ def _read(operation: str, summary: str, parameters: list[dict[str, Any]], errors
 
 
 def _profile_paths() -> dict[str, Any]:
-    """Customers, accounts and identity (docs/profiles.md, docs/identity.md)."""
-    customer = [{"name": "customer_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 256}}]
-    page = [
-        _query("after", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0, "maximum": 2**62}),
-        _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
-    ]
-    recent = MAX_RECENT_CUSTOMERS
-    lookup = [
-        _query(name, f"Find the customer by {name} (give exactly one parameter).")
-        for name in ("user_id", "anonymous_id", "email", "phone", "customer_id")
-    ]
-    return {
-        "/v1/profiles/recent": _read(
-            "recent_profiles",
-            "The customers behind the newest processed events, newest first: name, contact, event, channel, time.",
-            [_query("limit", "At most this many (default 20).", {"type": "integer", "minimum": 1, "maximum": recent})],
-            (400, 401),
-        ),
-        "/v1/profiles/lookup": _read(
-            "lookup_profile",
-            "The customer with this identifier: identifiers, traits, computed attributes, segments, accounts.",
-            lookup,
-            (400, 401, 404),
-        ),
-        "/v1/profiles/{customer_id}": _read("get_profile", "A customer's profile.", customer, (401, 404)),
-        "/v1/profiles/{customer_id}/timeline": _read(
-            "get_timeline",
-            "Every event of the customer across channels and merged identifiers, newest first.",
-            [
-                *customer,
-                _query("cursor", "`next_cursor` of the previous page."),
-                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 200}),
-            ],
-            (400, 401, 404),
-        ),
-        "/v1/profiles/{customer_id}/context": _read(
-            "get_context",
-            "The agent view: who this is, recent interactions, purchases, feedback, likely reason for contact.",
-            customer,
-            (401, 404),
-        ),
-        "/v1/profiles/{customer_id}/policy": _read(
-            "get_profile_policy",
-            "Per purpose: the customer's consent (given, or the default) and what the contact policy would decide "
-            "for a message on each channel now (send, hold until, or skip and why).",
-            customer,
-            (401, 404),
-        ),
-        "/v1/accounts/{account_id}": _read(
-            "get_account",
-            "A B2B account: traits and people.",
-            [{"name": "account_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 256}}],
-            (401, 404),
-        ),
-        "/v1/identity/refusals": _read("list_identity_refusals", "Links the merge rules refused.", page, (400, 401)),
-        "/v1/identity/changes": _read("list_identity_changes", "The audit of merges and splits.", page, (400, 401)),
-        "/v1/processor": _read("processor_status", "How far the processor is behind the log.", [], (401,)),
-        "/v1/overview": _read(
-            "get_overview",
-            "The live overview: events per second by channel (last minute, and two minutes in 5 s buckets), "
-            "people, processing lag, open quarantine, deliveries (docs/dashboard.md).",
-            [],
-            (401,),
-        ),
-    }
+    from polku.web.openapi_profiles import profile_paths as paths  # it imports this module's helpers
+
+    return paths()
 
 
 def _journey_paths() -> dict[str, Any]:

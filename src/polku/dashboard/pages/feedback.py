@@ -22,7 +22,7 @@ from polku.core.errors import InvalidInput, PolkuError
 from polku.core.profile import FEEDBACK_METRICS
 from polku.dashboard.frame import View, page_route
 from polku.dashboard.reads import analyze, days_ago
-from polku.engine.feedback_reports import MetricQuery, answer_counts, feedback_metrics
+from polku.engine.feedback_reports import MetricQuery, PeriodRows, answer_counts, feedback_metrics
 from polku.engine.profile_views import ProfileViews
 from polku.engine.worker import wall_clock_ms
 
@@ -116,9 +116,12 @@ def read_metrics(views: ProfileViews, workspace: str, query: FeedbackQuery, now:
     since = now - query.days * DAY_MS
     channel = query.channel or None
 
+    # One read of the period's answers and invitations for the dozen calls below.
+    period = PeriodRows.read(connection, workspace, since, now + 1)
+
     def metrics(metric: str, by: str | None = None, **filters: Any) -> dict[str, Any]:
         found: dict[str, Any] = feedback_metrics(
-            connection, workspace, MetricQuery(metric=metric, by=by, since_ms=since, **filters), now
+            connection, workspace, MetricQuery(metric=metric, by=by, since_ms=since, **filters), now, period=period
         )
         return found
 
