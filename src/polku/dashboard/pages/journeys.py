@@ -315,14 +315,11 @@ async def journey_json(view: View) -> dict[str, Any]:
 
 
 async def _form(view: View) -> dict[str, str]:
-    """A form with a document: up to 1 MB of YAML, where ``view.form`` takes a
-    field of 256 KB. Starlette keeps the form it parsed first, so reading it here
-    with the larger limit leaves ``view.form`` only the CSRF check."""
+    """A form with a document: up to 1 MB of YAML."""
     length = view.request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_FORM_BYTES:
         raise LimitExceeded(f"a journey document is at most {MAX_JOURNEY_BYTES} bytes (1 MB)", limit=MAX_JOURNEY_BYTES)
-    await view.request.form(max_files=0, max_fields=10, max_part_size=MAX_FORM_BYTES)
-    return await view.form()
+    return await view.form(max_part_size=MAX_FORM_BYTES)
 
 
 def _status_route(action: str) -> PageHandler:
