@@ -326,3 +326,26 @@ def test_the_keyboard_reaches_the_content_with_a_visible_focus(tab: Tab, live_de
     assert outline not in ("none", ""), "the focused link shows a focus ring"
     tab.page.keyboard.press("Enter")
     assert tab.page.evaluate("() => document.activeElement.id") == "main"
+
+
+def test_a_write_key_is_created_copied_and_revoked_in_the_browser(tab: Tab, live_demo: LiveDemo) -> None:
+    tab.page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    tab.open(f"{live_demo.url}/ui/sources")
+    tab.page.get_by_label("Label").fill("browser test")
+    tab.page.get_by_role("button", name="Create key").click()
+    tab.page.wait_for_load_state("load")
+    key = tab.page.get_by_label(re.compile("Write key of source")).input_value()
+    tab.page.get_by_role("button", name="Copy to the clipboard").click()
+    tab.page.wait_for_function("() => document.querySelector('[data-copy-done]').textContent !== ''")
+    assert tab.page.evaluate("() => navigator.clipboard.readText()") == key
+    with httpx.Client(base_url=live_demo.url, auth=(key, ""), timeout=10) as writer:
+        assert writer.post("/v1/track", json={"userId": "u-browser", "event": "Tried"}).status_code == 200
+    # Revoking asks first (a confirm dialog), then the key stops working.
+    tab.open(f"{live_demo.url}/ui/sources")
+    tab.page.once("dialog", lambda dialog: dialog.accept())
+    row = tab.page.locator("tr", has_text="browser test")
+    row.get_by_role("button", name="Revoke").click()
+    tab.page.wait_for_load_state("load")
+    with httpx.Client(base_url=live_demo.url, auth=(key, ""), timeout=10) as writer:
+        assert writer.post("/v1/track", json={"userId": "u-browser", "event": "Tried"}).status_code == 401
+    tab.no_errors()

@@ -16,6 +16,7 @@ batches (``close``), and readers retry briefly when it is held.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -52,6 +53,9 @@ INSERT INTO feed SELECT 1, 0, 0, '' WHERE NOT EXISTS (SELECT 1 FROM feed);
 RETRY_S: Final = 10.0
 
 
+_CREATING = threading.Lock()
+
+
 def analytics_path(data_dir: Path) -> Path:
     return data_dir / ANALYTICS_FILE
 
@@ -62,13 +66,18 @@ def connect(data_dir: Path, *, read_only: bool = False) -> Any:
 
     path = analytics_path(data_dir)
     if read_only and not path.exists():
-        with writer(data_dir):
-            pass
+        with _CREATING:  # one thread creates it; the others then find it
+            if not path.exists():
+                with writer(data_dir):
+                    pass
     deadline = time.monotonic() + RETRY_S
     while True:
         try:
             connection = duckdb.connect(str(path), read_only=read_only, config={"threads": 2})
-        except duckdb.IOException:
+        except (duckdb.IOException, duckdb.ConnectionException):
+            # IOException: the feeder (another process) holds the file. ConnectionException:
+            # this process has it open in the other mode for a moment (a reader that
+            # found no store creates it with a short write connection).
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)

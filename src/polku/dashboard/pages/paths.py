@@ -247,14 +247,15 @@ def sankey(found: dict[str, Any], query: PathsQuery) -> dict[str, Any]:
                 "valuesuffix": " customers",
                 "node": {
                     "label": [node["step"] for node in nodes],
-                    "customdata": [node["step"] for node in nodes],
+                    # "" for where paths stop: not a step to follow (app.js skips it).
+                    "customdata": ["" if node["step"] in STOPS else node["step"] for node in nodes],
                     "color": [colour(node["step"], query.granularity, anchor) for node in nodes],
                     # Paths that stop early end in their own column, not at the far side.
                     "align": "left" if forward else "right",
                     "pad": 14,
                     "thickness": 16,
                     "line": {"width": 0},
-                    "hovertemplate": "%{customdata}<br>%{value} customers<extra></extra>",
+                    "hovertemplate": "%{label}<br>%{value} customers<extra></extra>",
                 },
                 "link": {
                     "source": [index[link["source"]] for link in links],

@@ -46,8 +46,10 @@
           area.on("plotly_click", function (event) {
             var point = event && event.points && event.points[0];
             if (!point) return;
-            var label = point.label !== undefined ? point.label : (point.customdata || point.x);
-            if (point.customdata && typeof point.customdata === "string") label = point.customdata;
+            // A point's string customdata is the value to follow; an empty one (the
+            // Sankey's "(end)" nodes) is not a step and is not followed.
+            var label = typeof point.customdata === "string" ? point.customdata
+              : (point.label !== undefined ? point.label : point.x);
             if (label === undefined || label === null || label === "") return;
             window.location.href = spec.follow.replace("{value}", encodeURIComponent(String(label)));
           });
@@ -169,7 +171,29 @@
     });
   }
 
+  // Copy buttons (hidden without JavaScript): data-copy="id of the input".
+  function copyButtons(root) {
+    root.querySelectorAll("button[data-copy]").forEach(function (button) {
+      var input = document.getElementById(button.getAttribute("data-copy"));
+      var done = button.parentNode.querySelector("[data-copy-done]");
+      if (!input) return;
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        input.select();
+        var copied = navigator.clipboard && window.isSecureContext
+          ? navigator.clipboard.writeText(input.value)
+          : Promise.reject(new Error("no clipboard"));
+        copied.then(function () {
+          if (done) done.textContent = "Copied.";
+        }).catch(function () {
+          if (done) done.textContent = "Selected: press Ctrl+C (⌘C on a Mac) to copy.";
+        });
+      });
+    });
+  }
+
   function enhance(root) {
+    copyButtons(root);
     confirmations(root);
     autosubmit(root);
     scrollableTables(root);
