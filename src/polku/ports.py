@@ -86,6 +86,22 @@ class QuarantineEntry(msgspec.Struct, kw_only=True):
     status: QuarantineStatus = "open"
     resolved_ms: int | None = None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> QuarantineEntry:
+        """From the columns every store keeps: id, workspace, source, received_ms,
+        code, reason, body, status, resolved_ms."""
+        return cls(
+            id=row[0],
+            workspace=row[1],
+            source=row[2],
+            received_ms=row[3],
+            code=row[4],
+            reason=row[5],
+            body=bytes(row[6]),
+            status=row[7],
+            resolved_ms=row[8],
+        )
+
 
 class StoredJourney(msgspec.Struct, kw_only=True, frozen=True):
     """One stored version of a journey definition, with its journey's head: the

@@ -1,5 +1,9 @@
-"""One contract for every ``EventLog`` adapter: memory and SQLite (PostgreSQL and
-NATS join the parameter list when their adapters land)."""
+"""One contract for every ``EventLog`` adapter: memory, SQLite, and NATS JetStream with
+its index and quarantine in PostgreSQL (a fresh stream and schema per test).
+
+The NATS log's queries read an index written behind the stream (docs/nats.md), so
+the tests ``settle`` between appending and querying; for the other adapters that is
+a no-op."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from polku.adapters.memory import MemoryEventLog
+from polku.adapters.nats import NatsEventLog
 from polku.adapters.sqlite import SqliteEventLog
 from polku.core.errors import Conflict, NotFound
 from polku.core.events import Event, Rejection
 from polku.ports import AppendBatch, EventLog, EventQuery
+from tests.contract.conftest import NATS_URL, fresh_stream
 
 Factory = Callable[[Path], EventLog]
 ADAPTERS: dict[str, Factory] = {
@@ -21,6 +27,7 @@ ADAPTERS: dict[str, Factory] = {
     "sqlite": lambda path: SqliteEventLog(path),
     "sqlite-thread": lambda path: SqliteEventLog(path, writer="thread"),
 }
+ALL_ADAPTERS = [*ADAPTERS, "nats"]
 
 
 def event(
@@ -54,12 +61,31 @@ def batch(*events: Event, rejections: list[Rejection] | None = None, workspace: 
     )
 
 
-@pytest.fixture(params=sorted(ADAPTERS))
+@pytest.fixture(params=sorted(ALL_ADAPTERS))
 async def log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[EventLog]:
-    adapter = ADAPTERS[request.param](tmp_path)
-    await adapter.start()
-    yield adapter
-    await adapter.close()
+    if request.param != "nats":
+        adapter = ADAPTERS[request.param](tmp_path)
+        await adapter.start()
+        yield adapter
+        await adapter.close()
+        return
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    schema: str = request.getfixturevalue("postgres_schema")
+    async with fresh_stream() as (stream, prefix):
+        nats_log = NatsEventLog(
+            NATS_URL, postgres_url, stream=stream, subject_prefix=prefix, schema=schema, partitions=8
+        )
+        await nats_log.start()
+        try:
+            yield nats_log
+        finally:
+            await nats_log.close()
+
+
+async def settle(log: EventLog) -> None:
+    """Wait until what was appended can be queried (the NATS log's index)."""
+    if isinstance(log, NatsEventLog):
+        await log.settle(10)
 
 
 pytestmark = pytest.mark.anyio
@@ -68,6 +94,7 @@ pytestmark = pytest.mark.anyio
 async def test_append_stores_events_in_order(log: EventLog) -> None:
     result = await log.append(batch(event("a"), event("b"), event("c")))
     assert (result.accepted, result.duplicates, result.quarantined) == (3, 0, 0)
+    await settle(log)
     page = await log.query(EventQuery(workspace="w"))
     assert [stored.event.message_id for stored in page.events] == ["a", "b", "c"]
     assert [stored.seq for stored in page.events] == sorted(stored.seq for stored in page.events)
@@ -81,6 +108,7 @@ async def test_duplicate_message_ids_are_stored_once_per_workspace(log: EventLog
     assert (again.accepted, again.duplicates) == (1, 2)
     other = await log.append(batch(event("a"), workspace="other"))
     assert other.accepted == 1
+    await settle(log)
     page = await log.query(EventQuery(workspace="w"))
     assert [stored.event.message_id for stored in page.events] == ["a", "b", "c"]
 
@@ -88,6 +116,7 @@ async def test_duplicate_message_ids_are_stored_once_per_workspace(log: EventLog
 async def test_concurrent_appends_all_land(log: EventLog) -> None:
     results = await asyncio.gather(*(log.append(batch(event(f"m{i}"))) for i in range(200)))
     assert sum(result.accepted for result in results) == 200
+    await settle(log)
     page = await log.query(EventQuery(workspace="w", limit=1000))
     assert len(page.events) == 200
 
@@ -100,6 +129,7 @@ async def test_query_filters_and_pages(log: EventLog) -> None:
             event("c", user="u1", channel="app", name="Bought", ts="2024-01-03T00:00:00.000Z"),
         )
     )
+    await settle(log)
 
     async def ids(**filters: object) -> list[str]:
         page = await log.query(EventQuery(workspace="w", **filters))  # type: ignore[arg-type]
@@ -149,5 +179,6 @@ async def test_resolving_a_quarantine_entry_appends_once(log: EventLog) -> None:
     assert statuses == [("resubmitted", 5), ("discarded", 7)]
     with pytest.raises(NotFound):
         await log.resolve_quarantined("w", 999, event=None, resolved_ms=8)
+    await settle(log)
     page = await log.query(EventQuery(workspace="w"))
     assert [s.event.message_id for s in page.events] == ["fixed"]

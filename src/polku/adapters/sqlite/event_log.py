@@ -57,20 +57,6 @@ def event_row(workspace: str, event: Event, received_ms: int | None = None) -> t
     )
 
 
-def _quarantine_entry(row: tuple[Any, ...]) -> QuarantineEntry:
-    return QuarantineEntry(
-        id=row[0],
-        workspace=row[1],
-        source=row[2],
-        received_ms=row[3],
-        code=row[4],
-        reason=row[5],
-        body=bytes(row[6]),
-        status=row[7],
-        resolved_ms=row[8],
-    )
-
-
 def _result(outcome: Outcome) -> AppendResult:
     raise_for(outcome)
     return AppendResult(accepted=outcome.accepted, duplicates=outcome.duplicates, quarantined=outcome.quarantined)
@@ -198,7 +184,7 @@ class SqliteEventLog:
                 parameters.append(status)
             sql += " ORDER BY id LIMIT ?"
             parameters.append(limit)
-            return [_quarantine_entry(row) for row in connection.execute(sql, parameters)]
+            return [QuarantineEntry.from_row(row) for row in connection.execute(sql, parameters)]
 
         return await self._read(read)
 
@@ -209,7 +195,7 @@ class SqliteEventLog:
             ).fetchone()
             if row is None:
                 raise NotFound(f"quarantine entry {entry_id} does not exist")
-            return _quarantine_entry(row)
+            return QuarantineEntry.from_row(row)
 
         return await self._read(read)
 
