@@ -148,7 +148,8 @@ def test_tampered_reused_and_cross_customer_tokens_are_refused(server: ServerPro
         invite(writer, inbox, "bob")
         bob = admin.get("/v1/profiles/lookup", params={"user_id": "bob"}).json()["customer_id"]
         # Tampered: any changed character breaks the signature.
-        for forged in (token[:-2] + ("AA" if token[-2:] != "AA" else "BB"), "x" + token[1:], token + "x", "nonsense"):
+        first_changed = ("y" if token[0] == "x" else "x") + token[1:]  # never the token itself
+        for forged in (token[:-2] + ("AA" if token[-2:] != "AA" else "BB"), first_changed, token + "x", "nonsense"):
             refused = _answer(server, forged, {"score": 5})
             assert refused.status_code == 403, forged
             assert refused.json()["code"] == "forbidden" and "not valid" in refused.json()["message"]
@@ -169,7 +170,8 @@ def test_tampered_reused_and_cross_customer_tokens_are_refused(server: ServerPro
         # The hosted page says it in words, with the status.
         import httpx
 
-        page = httpx.get(f"{server.url}/s/{token[:-1]}X", timeout=10)
+        last_changed = token[:-1] + ("Y" if token[-1] == "X" else "X")
+        page = httpx.get(f"{server.url}/s/{last_changed}", timeout=10)
         assert (page.status_code == 403 and "not valid" in page.text.lower()) or "ei ole" in page.text.lower()
         closed = httpx.post(f"{server.url}/s/{token}", content="score=1", timeout=10)
         assert closed.status_code == 409

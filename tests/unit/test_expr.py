@@ -338,9 +338,11 @@ def test_evaluation_sees_no_builtins() -> None:
     ],
 )
 def test_runaway_sources_are_refused_quickly(source: str, message: str) -> None:
+    # A guard against runaway parsing (each takes ~1 ms), not a speed test: the bound
+    # leaves room for a busy machine (0.505 s was seen once under a full CI run).
     started = time.perf_counter()
     assert message in error(source)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2.0
 
 
 def test_runaway_evaluation_is_refused() -> None:
