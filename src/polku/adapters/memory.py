@@ -8,6 +8,7 @@ from datetime import datetime
 
 import msgspec
 
+from polku.adapters.definitions import JourneyDefinitions
 from polku.core.errors import Conflict, NotFound
 from polku.core.events import SYSTEM_CHANNEL, Event
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
@@ -123,7 +124,7 @@ class MemoryEventLog:
         return AppendResult(accepted=int(stored), duplicates=int(not stored), quarantined=0)
 
 
-class MemoryCatalog:
+class MemoryCatalog(JourneyDefinitions):
     def __init__(self) -> None:
         self._workspaces: dict[str, Workspace] = {}
         self._sources: dict[tuple[str, str], Source] = {}
@@ -200,20 +201,6 @@ class MemoryCatalog:
         revoked = msgspec.structs.replace(found[0], revoked_at=revoked_at)
         self._credentials[revoked.key_hash] = revoked
         return revoked
-
-    async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
-        return await self.deploy_definition("journey", workspace, journey_id, body, deployed_at)
-
-    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
-        return await self.definition("journey", workspace, journey_id, version)
-
-    async def journeys(self, workspace: str) -> list[StoredJourney]:
-        return await self.definitions("journey", workspace)
-
-    async def set_journey_status(
-        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
-    ) -> StoredJourney:
-        return await self.set_definition_status("journey", workspace, journey_id, status, updated_at)
 
     async def deploy_definition(
         self, kind: DefinitionKind, workspace: str, item_id: str, body: str, deployed_at: str

@@ -139,17 +139,13 @@ async def static(request: Request) -> Response:
 
 
 async def home(request: Request) -> Response:
-    """``/``: people who open the server's address land on the dashboard."""
-    return RedirectResponse("/ui/", status_code=307)
-
-
-async def ui_root(request: Request) -> Response:
+    """``/`` and ``/ui``: people who open the server's address land on the dashboard."""
     return RedirectResponse("/ui/", status_code=307)
 
 
 routes = [
     Route("/", home, methods=["GET"]),
-    Route("/ui", ui_root, methods=["GET"]),
+    Route("/ui", home, methods=["GET"]),
     Route("/ui/login", login, methods=["GET", "POST"]),
     Route("/ui/logout", logout, methods=["POST"]),
     Route("/ui/static/{name}", static, methods=["GET"]),

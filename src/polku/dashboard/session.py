@@ -33,10 +33,6 @@ class Session:
     key_hash: str
     nonce: str
 
-    @property
-    def label(self) -> str:
-        return self.workspace
-
 
 class SessionSigner:
     def __init__(self, secret: bytes) -> None:

@@ -22,12 +22,8 @@ from __future__ import annotations
 
 from typing import Final
 
-import psycopg
-from psycopg import sql
-from psycopg.rows import TupleRow
-
-from polku.adapters.postgres.schema import DEFAULT_SCHEMA, Migration, check_schema, connect, lock_key
-from polku.core.errors import ConfigError, PolkuError
+from polku.adapters.postgres import schema as schema_runner
+from polku.adapters.postgres.schema import DEFAULT_SCHEMA, Migration
 
 TRACK_TABLE: Final = "event_log_migrations"
 
@@ -75,67 +71,9 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 )
 
 
-async def migrate(
-    url: str,
-    *,
-    schema: str = DEFAULT_SCHEMA,
-    migrations: tuple[Migration, ...] = MIGRATIONS,
-    allow_destructive: bool = False,
-) -> list[int]:
-    """Apply the event log's pending migrations, each in its own transaction; the
-    versions this call applied."""
-    check_schema(schema)
-    applied: list[int] = []
-    table = sql.Identifier(schema, TRACK_TABLE)
-    async with await connect(url) as connection:
-        while True:
-            async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
-                await _create_track(connection, schema)
-                cursor = await connection.execute(sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(table))
-                row = await cursor.fetchone()
-                version = int(row[0]) if row is not None else 0
-                if version > len(migrations):
-                    raise ConfigError(
-                        f"the event log's tables in schema {schema!r} are at version {version}, newer than this "
-                        f"polku knows ({len(migrations)}): upgrade polku before using this database",
-                        field="store",
-                    )
-                if version == len(migrations):
-                    return applied
-                migration = migrations[version]
-                if migration.destructive and not allow_destructive:
-                    raise ConfigError(
-                        f"event log migration {version + 1} ({migration.name}) is destructive and was not applied: "
-                        "back up the database, then migrate with allow_destructive=True",
-                        field="store",
-                    )
-                await connection.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
-                try:
-                    await connection.execute(migration.sql)
-                except psycopg.DatabaseError as error:
-                    raise PolkuError(
-                        f"event log migration {version + 1} ({migration.name}) failed and was rolled back: {error}"
-                    ) from error
-                await connection.execute(
-                    sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(table),
-                    (version + 1, migration.name),
-                )
-            applied.append(version + 1)
-
-
-async def _create_track(connection: psycopg.AsyncConnection[TupleRow], schema: str) -> None:
-    # Checked before created, as the catalog's bookkeeping is: CREATE … IF NOT EXISTS
-    # needs the CREATE privilege even when the object exists.
-    cursor = await connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-    if await cursor.fetchone() is None:
-        await connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    cursor = await connection.execute("SELECT to_regclass(%s)", (f'"{schema}".{TRACK_TABLE}',))
-    row = await cursor.fetchone()
-    if row is None or row[0] is None:
-        await connection.execute(
-            sql.SQL(
-                "CREATE TABLE {} (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
-                "name TEXT NOT NULL)"
-            ).format(sql.Identifier(schema, TRACK_TABLE))
-        )
+async def migrate(url: str, *, schema: str = DEFAULT_SCHEMA, allow_destructive: bool = False) -> list[int]:
+    """Apply the event log's pending migrations (the catalog's runner, on this
+    module's track); the versions this call applied."""
+    return await schema_runner.migrate(
+        url, schema=schema, migrations=MIGRATIONS, allow_destructive=allow_destructive, table=TRACK_TABLE
+    )

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from polku.adapters.definitions import JourneyDefinitions
 from polku.adapters.postgres.schema import DEFAULT_SCHEMA, check_current, check_schema, check_url, migrate
 from polku.core.errors import NotFound
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
@@ -75,7 +76,7 @@ def _stored(workspace: str, row: TupleRow) -> StoredJourney:
     )
 
 
-class PostgresCatalog:
+class PostgresCatalog(JourneyDefinitions):
     """``Catalog`` on PostgreSQL. ``start`` applies pending migrations (under the
     migration lock, so many processes may start at once) unless ``apply_migrations``
     is false, in which case it refuses a database that is not at the code's version."""
@@ -243,20 +244,6 @@ class PostgresCatalog:
         return msgspec.structs.replace(_credential(rows[0]), revoked_at=revoked_at)
 
     # -- journeys, surveys, action catalogues: versioned definitions -------------------
-
-    async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
-        return await self.deploy_definition("journey", workspace, journey_id, body, deployed_at)
-
-    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
-        return await self.definition("journey", workspace, journey_id, version)
-
-    async def journeys(self, workspace: str) -> list[StoredJourney]:
-        return await self.definitions("journey", workspace)
-
-    async def set_journey_status(
-        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
-    ) -> StoredJourney:
-        return await self.set_definition_status("journey", workspace, journey_id, status, updated_at)
 
     async def deploy_definition(
         self, kind: DefinitionKind, workspace: str, item_id: str, body: str, deployed_at: str

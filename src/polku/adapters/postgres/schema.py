@@ -193,6 +193,11 @@ async def connect(url: str) -> psycopg.AsyncConnection[TupleRow]:
         raise ConfigError(f"cannot connect to {redact(url)}: {reason}", field="store") from None
 
 
+BOOKKEEPING_TABLE: Final = "polku_migrations"
+"""Where a track of migrations records its steps; another track (the event log's)
+passes its own table, numbered on its own, under the same lock."""
+
+
 def lock_key(schema: str) -> int:
     """The advisory lock of ``schema``'s migrations: a stable signed 64-bit number."""
     digest = hashlib.sha256(f"polku migrations {schema}".encode()).digest()
@@ -206,6 +211,7 @@ async def migrate(
     migrations: tuple[Migration, ...] = MIGRATIONS,
     target: int | None = None,
     allow_destructive: bool = False,
+    table: str = BOOKKEEPING_TABLE,
 ) -> list[int]:
     """Apply the pending migrations up to ``target`` (default: all), each in its own
     transaction; return the versions this call applied (empty when another process
@@ -219,8 +225,8 @@ async def migrate(
         while True:
             async with connection.transaction():
                 await connection.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(schema),))
-                await _create_bookkeeping(connection, schema)
-                version = await _version(connection, schema)
+                await _create_bookkeeping(connection, schema, table)
+                version = await _version(connection, schema, table)
                 _refuse_newer(schema, version, len(migrations))
                 if version >= goal:
                     return applied
@@ -235,24 +241,29 @@ async def migrate(
                         f"migration {version + 1} ({migration.name}) failed and was rolled back: {error}"
                     ) from error
                 await connection.execute(
-                    "INSERT INTO polku_migrations (version, name) VALUES (%s, %s)", (version + 1, migration.name)
+                    sql.SQL("INSERT INTO {} (version, name) VALUES (%s, %s)").format(sql.Identifier(schema, table)),
+                    (version + 1, migration.name),
                 )
             applied.append(version + 1)
 
 
 async def status(
-    url: str, *, schema: str = DEFAULT_SCHEMA, migrations: tuple[Migration, ...] = MIGRATIONS
+    url: str,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+    table: str = BOOKKEEPING_TABLE,
 ) -> SchemaStatus:
     """What is applied and what is pending; reads only."""
     check_schema(schema)
     async with await connect(url) as connection:
         applied: tuple[AppliedMigration, ...] = ()
-        exists = await connection.execute("SELECT to_regclass(%s)", (f'"{schema}".polku_migrations',))
+        exists = await connection.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',))
         row = await exists.fetchone()
         if row is not None and row[0] is not None:
             cursor = await connection.execute(
-                sql.SQL("SELECT version, name, applied_at FROM {}.polku_migrations ORDER BY version").format(
-                    sql.Identifier(schema)
+                sql.SQL("SELECT version, name, applied_at FROM {} ORDER BY version").format(
+                    sql.Identifier(schema, table)
                 )
             )
             applied = tuple(
@@ -277,26 +288,26 @@ async def check_current(
         )
 
 
-async def _create_bookkeeping(connection: psycopg.AsyncConnection[TupleRow], schema: str) -> None:
+async def _create_bookkeeping(connection: psycopg.AsyncConnection[TupleRow], schema: str, table: str) -> None:
     # Checked before created: CREATE ... IF NOT EXISTS needs the CREATE privilege even
     # when the object exists, and an application role may lack it once set up.
     cursor = await connection.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
     if await cursor.fetchone() is None:
         await connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    cursor = await connection.execute("SELECT to_regclass(%s)", (f'"{schema}".polku_migrations',))
+    cursor = await connection.execute("SELECT to_regclass(%s)", (f'"{schema}".{table}',))
     row = await cursor.fetchone()
     if row is None or row[0] is None:
         await connection.execute(
             sql.SQL(
-                "CREATE TABLE {}.polku_migrations ("
+                "CREATE TABLE {} ("
                 "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), name TEXT NOT NULL)"
-            ).format(sql.Identifier(schema))
+            ).format(sql.Identifier(schema, table))
         )
 
 
-async def _version(connection: psycopg.AsyncConnection[TupleRow], schema: str) -> int:
+async def _version(connection: psycopg.AsyncConnection[TupleRow], schema: str, table: str) -> int:
     cursor = await connection.execute(
-        sql.SQL("SELECT coalesce(max(version), 0) FROM {}.polku_migrations").format(sql.Identifier(schema))
+        sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(sql.Identifier(schema, table))
     )
     row = await cursor.fetchone()
     assert row is not None

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from polku.adapters.definitions import JourneyDefinitions
 from polku.adapters.sqlite.schema import Synchronous, open_database
 from polku.core.errors import NotFound
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
@@ -40,7 +41,7 @@ def _workspace(row: tuple[Any, ...]) -> Workspace:
     return Workspace(id=row[0], name=row[1], created_at=row[2], config=_decode_config(row[3]))
 
 
-class SqliteCatalog:
+class SqliteCatalog(JourneyDefinitions):
     def __init__(self, data_dir: Path, *, synchronous: Synchronous = "FULL") -> None:
         self.data_dir = data_dir
         self.synchronous: Synchronous = synchronous
@@ -197,20 +198,6 @@ class SqliteCatalog:
     # -- journeys (docs/journeys.md) and surveys (docs/surveys.md) -------------------
     # Both are versioned definitions with a head (current version and status), in
     # twin tables: ``journeys``/``journey_heads`` and ``surveys``/``survey_heads``.
-
-    async def deploy_journey(self, workspace: str, journey_id: str, body: str, deployed_at: str) -> tuple[int, bool]:
-        return await self.deploy_definition("journey", workspace, journey_id, body, deployed_at)
-
-    async def journey(self, workspace: str, journey_id: str, version: int | None = None) -> StoredJourney:
-        return await self.definition("journey", workspace, journey_id, version)
-
-    async def journeys(self, workspace: str) -> list[StoredJourney]:
-        return await self.definitions("journey", workspace)
-
-    async def set_journey_status(
-        self, workspace: str, journey_id: str, status: JourneyStatus, updated_at: str
-    ) -> StoredJourney:
-        return await self.set_definition_status("journey", workspace, journey_id, status, updated_at)
 
     async def deploy_definition(
         self, kind: DefinitionKind, workspace: str, item_id: str, body: str, deployed_at: str
