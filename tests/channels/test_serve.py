@@ -31,7 +31,12 @@ def test_serve_delivers_and_lists_deliveries(start_server: Callable[..., ServerP
         assert [row["key"] for row in mine] == ["a"]
         assert admin.get("/v1/deliveries", params={"status": "lost"}).status_code == 400
         assert admin.get("/v1/deliveries", params={"limit": 0}).status_code == 400
+    # The dispatcher announces outcomes as events after it records them: wait for both.
+    deadline = time.monotonic() + 10
     names = {event.get("event") for event in server.all_events()}
+    while not {"Message Sent", "Message Failed"} <= names and time.monotonic() < deadline:
+        time.sleep(0.05)
+        names = {event.get("event") for event in server.all_events()}
     assert {"Message Sent", "Message Failed"} <= names
     with server.writer() as anonymous:
         assert anonymous.get("/v1/deliveries").status_code == 401
