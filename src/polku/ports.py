@@ -6,15 +6,18 @@ against all of them.
 ``EventLog`` is the durable, append-only record of everything ingested plus the
 quarantine of what was refused. ``Catalog`` holds workspaces, sources, keys and
 configuration. Both are async because the scale-out adapters (psycopg, nats-py) are.
+``DeliveryLedger`` is the dispatcher's record of the outbox's messages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal, Protocol
 
 import msgspec
 
+from polku.core.deliveries import Due, Lane, Outcome, Settled
 from polku.core.events import Event, Rejection
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
@@ -329,3 +332,50 @@ class StateStore(Protocol):
     def reset(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class DeliveryLedger(Protocol):
+    """The dispatcher's ledger over the processor's outbox (``polku.engine.dispatch_loop``):
+    one delivery per message, keyed by its idempotency key. On SQLite one dispatcher
+    owns it; on PostgreSQL several share it, and a delivery they claim is theirs
+    until it is settled or the claim lapses (``polku.adapters.postgres.deliveries``)."""
+
+    async def take_new(self, now_ms: int) -> int:
+        """Record the outbox's new messages as pending deliveries, each once however
+        many dispatchers run; the outbox rows read (a full batch: more may wait)."""
+        ...
+
+    async def due_lanes(self, now_ms: int) -> set[Lane]:
+        """The lanes with deliveries due and free to claim."""
+        ...
+
+    async def claim(self, lane: Lane, now_ms: int, limit: int, skip: AbstractSet[str]) -> list[Due]:
+        """Up to ``limit`` of the lane's due deliveries, the longest due first, but
+        none in ``skip`` (this dispatcher's own under way)."""
+        ...
+
+    async def start_attempt(self, item: Due) -> bool:
+        """Count the attempt before it is made (a crash during it leaves the count).
+        ``False``: the claim lapsed and another dispatcher may hold it; do not send."""
+        ...
+
+    async def settle(self, item: Due, outcome: Outcome) -> bool:
+        """Record an attempt's outcome; ``False`` when another dispatcher holds the
+        delivery now and nothing was recorded. A ``sent`` is always recorded: the
+        receiver has the message."""
+        ...
+
+    async def announced(self, key: str) -> None:
+        """The result event of a settled delivery is in the log."""
+        ...
+
+    async def unannounced(self, skip: AbstractSet[str]) -> list[Settled]:
+        """Settled deliveries whose result event a dispatcher that died did not
+        write, but none in ``skip``."""
+        ...
+
+    async def next_due(self, now_ms: int) -> int:
+        """When to look for due deliveries again unless woken before."""
+        ...
+
+    async def close(self) -> None: ...

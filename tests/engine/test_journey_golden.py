@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 
-from polku.adapters.memory_state import MemoryStateStore
 from polku.engine.processor import Processor
 from tests.engine.helpers import event
 from tests.engine.test_journeys import (
@@ -51,10 +50,7 @@ steps:
 def replay(directory: Path) -> dict[str, Any]:
     world = Journeys(directory, CONFIG, batch_size=13)
     # Customer ids (and so message keys) derive from a per-store random salt: fix it.
-    if isinstance(world.store, MemoryStateStore):
-        world.store._salt = SALT
-    else:
-        world.store.writer.execute("UPDATE meta SET value = ? WHERE key = 'salt'", (SALT,))
+    world.set_salt(SALT)
     world.processor = Processor(world.store, world.log, clock=world.clock, batch_size=13)
     for body in (PASSWORD_HELP, NEWSLETTER, PROMO, HOLDOUT, CART, V1):
         world.deploy(body)

@@ -55,11 +55,7 @@ class Journeys(World):
         if isinstance(self.store, MemoryStateStore):
             rows = [(r.customer_id, r.journey, r.kind, r.step, r.detail) for _, r in self.store.transitions]
         else:
-            rows = list(
-                self.store.connection.execute(
-                    "SELECT customer_id, journey, kind, step, detail FROM journey_transitions ORDER BY id"
-                )
-            )
+            rows = self.query("SELECT customer_id, journey, kind, step, detail FROM journey_transitions ORDER BY id")
         return [row[1:] for row in rows if customer is None or row[0] == customer]
 
     def messages(self) -> list[OutboundMessage]:
@@ -67,7 +63,7 @@ class Journeys(World):
             return list(self.store.messages.values())
         return [
             msgspec.json.decode(body, type=OutboundMessage)
-            for (body,) in self.store.connection.execute("SELECT body FROM messages ORDER BY id")
+            for (body,) in self.query("SELECT body FROM messages ORDER BY id")
         ]
 
     def stats(self) -> dict[str, int]:
@@ -76,7 +72,7 @@ class Journeys(World):
             for (_, _, _, metric), count in self.store.journey_stats.items():
                 totals[metric] = totals.get(metric, 0) + count
             return totals
-        return dict(self.store.connection.execute("SELECT metric, sum(count) FROM journey_stats GROUP BY metric"))
+        return dict(self.query("SELECT metric, sum(count) FROM journey_stats GROUP BY metric"))
 
     def state(self, identifier: str) -> JourneyState:
         found = self.store.journey_state("default", self.customer(identifier))
@@ -407,9 +403,7 @@ def test_reentry_never_after_and_entry_cap(world: Journeys) -> None:
     if isinstance(world.store, MemoryStateStore):
         entered = {(j, m): c for (_, j, _, m), c in world.store.journey_stats.items()}
     else:
-        entered = {
-            (j, m): c for j, m, c in world.store.connection.execute("SELECT journey, metric, count FROM journey_stats")
-        }
+        entered = {(j, m): c for j, m, c in world.query("SELECT journey, metric, count FROM journey_stats")}
     assert entered[("once", "entered")] == 2
     assert entered[("weekly", "entered")] == 4  # day 0 and day 8, both people
     assert entered[("capped", "entered")] == 2

@@ -5,6 +5,7 @@ database and a destructive step are refused. Runs in its own fresh database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from psycopg import sql
 from tests.contract.conftest import fresh_database
 
 from polku.adapters.postgres import MIGRATIONS, Migration, PostgresCatalog, migrate, status
+from polku.adapters.postgres.tracks import TRACKS
 from polku.core.errors import ConfigError, PolkuError
 from polku.core.workspace import Credential, Source, Workspace
 
@@ -103,7 +105,7 @@ def test_processes_starting_at_once_migrate_once(database: str, schema: str) -> 
     processes = [subprocess.Popen(command, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outputs = [process.communicate(timeout=60)[1] for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, outputs
-    assert sum(output.count("applied migration") for output in outputs) == len(MIGRATIONS)
+    assert sum(output.count("applied migration") for output in outputs) == sum(len(t.migrations) for t in TRACKS)
     assert applied_versions(database, schema) == list(range(1, len(MIGRATIONS) + 1))
     status_output = subprocess.run(
         [sys.executable, "-m", "polku", "db", "status", "--store", database, "--schema", schema, "--format", "json"],
@@ -111,7 +113,9 @@ def test_processes_starting_at_once_migrate_once(database: str, schema: str) -> 
         text=True,
         check=True,
     ).stdout
-    assert f'"version": {len(MIGRATIONS)}' in status_output
+    found = json.loads(status_output)
+    assert found["pending"] == 0
+    assert {t["track"]: t["version"] for t in found["tracks"]} == {t.name: len(t.migrations) for t in TRACKS}
 
 
 async def test_a_database_newer_than_the_code_is_refused(database: str, schema: str) -> None:
@@ -189,3 +193,14 @@ def test_the_cli_reports_a_bad_store_as_invalid_config() -> None:
     )
     assert result.returncode == 2
     assert "error invalid_config: 'nats://127.0.0.1:4222' is not a PostgreSQL URL" in result.stderr
+
+
+def test_status_exits_1_while_any_track_is_pending(database: str, schema: str) -> None:
+    command = [sys.executable, "-m", "polku", "db", "status", "--store", database, "--schema", schema]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 1
+    total = sum(len(track.migrations) for track in TRACKS)
+    output = result.stdout + result.stderr
+    assert f"{total} pending: run `polku db migrate`" in output
+    for track in TRACKS:
+        assert track.name in output

@@ -67,6 +67,9 @@ def test_the_routing_key_is_the_user_id_else_the_anonymous_id() -> None:
     assert routing_key(msgspec.structs.replace(base, user_id="u", anonymous_id="a")) == "u"
     assert routing_key(msgspec.structs.replace(base, anonymous_id="a")) == "a"
     assert routing_key(base) == ""
+    internal = msgspec.structs.replace(base, context={"polku": {"customer_id": "c1"}})
+    assert routing_key(internal) == "customer:c1"
+    assert routing_key(msgspec.structs.replace(internal, user_id="u")) == "u"
 
 
 def test_message_ids_are_header_safe_and_distinct() -> None:

@@ -36,19 +36,23 @@ def db_migrate(
         ),
     ] = False,
 ) -> None:
-    """Apply the pending migrations, each in its own transaction. Safe to run from many
-    processes at once: each migration is applied exactly once."""
-    from polku.adapters.postgres import schema as postgres
+    """Apply the pending migrations of every track (catalog, event log, state,
+    coordination), each in its own transaction. Safe to run from many processes at
+    once: each migration is applied exactly once."""
+    from polku.adapters.postgres.tracks import migrate_all
 
     try:
-        applied = asyncio.run(postgres.migrate(store, schema=schema, allow_destructive=allow_destructive))
+        applied = asyncio.run(migrate_all(store, schema=schema, allow_destructive=allow_destructive))
     except PolkuError as error:
         fail(error)
         return
-    for version in applied:
-        console.print(f"applied migration {version}: {postgres.MIGRATIONS[version - 1].name}", markup=False)
-    latest = len(postgres.MIGRATIONS)
-    console.print(f"schema {schema} is at version {latest}" + ("" if applied else " (nothing to apply)"), markup=False)
+    for track, versions in applied:
+        for version in versions:
+            name = track.migrations[version - 1].name
+            console.print(f"applied migration {version} of the {track.name}: {name}", markup=False)
+    summary = ", ".join(f"{track.name} {len(track.migrations)}" for track, _ in applied)
+    nothing = "" if any(versions for _, versions in applied) else " (nothing to apply)"
+    console.print(f"schema {schema} is up to date: {summary}{nothing}", markup=False)
 
 
 @db_app.command("status")
@@ -57,35 +61,50 @@ def db_status(
     schema: Schema = "polku",
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
-    """The migrations applied (with when) and those pending."""
-    from polku.adapters.postgres import schema as postgres
+    """The migrations of every track, applied (with when) and pending. Exits 1 when
+    any is pending or the database is newer than this polku (for scripts)."""
+    from polku.adapters.postgres.tracks import status_all
 
     try:
         if output_format not in ("table", "json"):
             raise ConfigError("--format must be table or json", field="format")
-        found = asyncio.run(postgres.status(store, schema=schema))
+        found = asyncio.run(status_all(store, schema=schema))
     except PolkuError as error:
         fail(error)
         return
-    rows: list[dict[str, Any]] = [
-        {"version": a.version, "name": a.name, "state": "applied", "applied_at": a.applied_at.isoformat()}
-        for a in found.applied
-    ] + [
-        {"version": number, "name": m.name, "state": "pending", "destructive": m.destructive}
-        for number, m in found.pending
-    ]
+    rows: list[dict[str, Any]] = []
+    for track, status in found:
+        rows += [
+            {
+                "track": track.name,
+                "version": a.version,
+                "name": a.name,
+                "state": "applied",
+                "applied_at": a.applied_at.isoformat(),
+            }
+            for a in status.applied
+        ] + [
+            {"track": track.name, "version": number, "name": m.name, "state": "pending", "destructive": m.destructive}
+            for number, m in status.pending
+        ]
+    pending = sum(len(status.pending) for _, status in found)
+    newer = [track.name for track, status in found if status.newer_than_code]
     if output_format == "json":
-        emit({"schema": found.schema, "version": found.version, "latest": found.latest, "migrations": rows}, "json")
+        tracks = [{"track": track.name, "version": status.version, "latest": status.latest} for track, status in found]
+        emit({"schema": schema, "tracks": tracks, "pending": pending, "migrations": rows}, "json")
     else:
         cells = [{**row, "destructive": "yes" if row.get("destructive") else None} for row in rows]
         emit(
-            cells, "table", columns=["version", "name", "state", "applied_at", "destructive"], title=f"schema {schema}"
+            cells,
+            "table",
+            columns=["track", "version", "name", "state", "applied_at", "destructive"],
+            title=f"schema {schema}",
         )
-    if found.newer_than_code:
-        console.print(
-            f"schema {schema} is at version {found.version}, newer than this polku knows ({found.latest}): "
-            "upgrade polku",
-            markup=False,
-        )
-    elif found.pending:
-        console.print(f"{len(found.pending)} pending: run `polku db migrate`", markup=False)
+        if newer:
+            console.print(
+                f"schema {schema} is newer than this polku knows ({', '.join(newer)}): upgrade polku", markup=False
+            )
+        elif pending:
+            console.print(f"{pending} pending: run `polku db migrate`", markup=False)
+    if pending or newer:
+        raise typer.Exit(1)

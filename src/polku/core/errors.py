@@ -15,6 +15,7 @@ codes in one place (``polku.web.errors``) and the CLI prints ``code: message``.
     ├── NotFound                    not_found        no   (404)
     ├── Conflict                    conflict         no   (409)
     └── Unavailable                 overloaded       yes  (503 + Retry-After)
+        └── StoreUnavailable        store_unavailable yes (503 + Retry-After)
 """
 
 from __future__ import annotations
@@ -86,6 +87,15 @@ class Unavailable(PolkuError):
     def __init__(self, message: str, retry_after: int = 1, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class StoreUnavailable(Unavailable):
+    """The state store cannot answer now (its server or connection failed, or a
+    transaction lost to a concurrent one): nothing was committed, and the same work
+    may succeed when tried again. The processor stops and restarts from its
+    checkpoint rather than blame the event it was applying."""
+
+    code = "store_unavailable"
 
 
 class Forbidden(PolkuError):

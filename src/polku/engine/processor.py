@@ -27,6 +27,7 @@ import msgspec
 
 from polku.adapters.sqlite.log_reader import decode_config
 from polku.adapters.sqlite.state_store import link_hash
+from polku.core.errors import StoreUnavailable
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import (
     CustomerSummary,
@@ -60,8 +61,10 @@ from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 log = logging.getLogger("polku.processor")
 _decode_event = msgspec.json.Decoder(Event).decode
 
-TRANSIENT: Final = (sqlite3.Error, MemoryError, OSError)
-"""Failures of the machine or the store, not of an event: never a reason to skip one."""
+TRANSIENT: Final = (sqlite3.Error, StoreUnavailable, MemoryError, OSError)
+"""Failures of the machine or the store, not of an event: never a reason to skip one
+(``StoreUnavailable``: what the PostgreSQL store raises for its server's and
+connections' failures)."""
 MAX_ACCOUNT_FANOUT: Final = 10_000
 MAX_KNOWN_LINKS: Final = 1_000
 """Links a profile remembers having stored (beyond, it forgets them all and stores
@@ -172,6 +175,7 @@ class Processor:
             return 0
         deadline = time.perf_counter() + self.batch_seconds
         try:
+            self.prefetch(rows)
             for position, (seq, workspace, body) in enumerate(rows, start=1):
                 self.process(seq, workspace, _decode_event(body))
                 self.changes.checkpoint = seq
@@ -196,6 +200,10 @@ class Processor:
         self.journeys.trim(self.caches.capacity)
         return len(rows) + len(timers)
 
+    def prefetch(self, rows: list[tuple[int, str, bytes]]) -> None:
+        """Load what a batch will read, ahead (a remote store: one query, not one per
+        event). The embedded store answers each read from its own file quickly."""
+
     def _reset(self) -> None:
         """Forget what the failed batch did: the caches may hold its changes."""
         self.caches.clear()
@@ -209,9 +217,10 @@ class Processor:
         poison message cannot stop every customer's processing. Errors of the store
         itself (``TRANSIENT``) are not the event's fault: they stop the processor,
         which starts again from its checkpoint."""
+        # Every row here is uncommitted (the batch failed before or at its commit).
+        # No comparison with the checkpoint: a worker of the scale-out deployment
+        # reads several partitions, whose sequences need not exceed its last commit.
         for seq, workspace, body in rows:
-            if seq <= self.checkpoint:
-                continue
             self._alone(workspace, seq, partial(self.process_body, seq, workspace, body))
         for workspace, customer_id, due_ms in timers:
             self._alone(workspace, 0, partial(self.fire_timer, workspace, customer_id, due_ms), timer=customer_id)

@@ -28,7 +28,7 @@ from polku.core.errors import Conflict
 from polku.core.events import Event
 from polku.engine.processor import Processor
 from polku.engine.runtime import INTERNAL_SOURCE
-from polku.ports import AppendBatch
+from polku.ports import AppendBatch, EventLog, StateStore
 
 log = logging.getLogger("polku.processor")
 LOCK_FILE: Final = "processor.lock"
@@ -66,9 +66,10 @@ def processor_lock(data_dir: Path) -> AbstractContextManager[IO[str]]:
     return exclusive_lock(data_dir, LOCK_FILE, "processor")
 
 
-async def forward_outbox(store: SqliteStateStore, event_log: SqliteEventLog) -> int:
+async def forward_outbox(store: StateStore, event_log: EventLog) -> int:
     """Append the events the processor wrote (after their state committed) to the
-    log. Their messageIds are deterministic: a repeat after a crash is a duplicate."""
+    log. Their messageIds are deterministic: a repeat after a crash — or, on the
+    scale-out deployment, two workers forwarding the same rows — is a duplicate."""
     total = 0
     while True:
         entries = store.outbox()

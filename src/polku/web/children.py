@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from typing import Final
 log = logging.getLogger("polku")
 RESTART_DELAY_S: Final = 1.0
 STOP_TIMEOUT_S: Final = 10.0
+SCALE_OUT_ENVIRONMENT: Final = ("POLKU_STORE", "POLKU_BUS")
+"""Not passed to the children: they are the embedded deployment's, and `polku dispatch`
+would take these as a scale-out deployment's store and bus."""
 
 
 def _die_with_parent() -> None:
@@ -49,8 +53,9 @@ class SupervisedChild:
 
     async def _supervise(self) -> None:
         while not self.stopping():
+            environment = {name: value for name, value in os.environ.items() if name not in SCALE_OUT_ENVIRONMENT}
             self._process = await asyncio.create_subprocess_exec(
-                *self.command(), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+                *self.command(), stdin=subprocess.DEVNULL, env=environment, preexec_fn=_die_with_parent
             )
             code = await self._process.wait()
             if self.stopping():

@@ -117,7 +117,7 @@ class NatsEventLog:
         subject_prefix: str = DEFAULT_SUBJECT_PREFIX,
         partitions: int = DEFAULT_PARTITIONS,
         schema: str = DEFAULT_SCHEMA,
-        duplicate_window_s: float = 600.0,
+        duplicate_window_s: float | None = 600.0,
         max_pending_events: int = 20_000,
         ack_timeout_s: float = 10.0,
         index: bool = True,

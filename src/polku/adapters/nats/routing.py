@@ -24,9 +24,14 @@ _PLAIN_ID: Final = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 def routing_key(event: Event) -> str:
     """The identifier the processor anchors the event to: its ``userId``, else its
-    ``anonymousId`` (every message from a source has one; polku's own events without
-    either route by workspace alone)."""
-    return event.user_id or event.anonymous_id or ""
+    ``anonymousId`` (every message from a source has one). polku's own events (a
+    segment entered, a message sent) name their customer in ``context.polku``: they
+    route by that id, so they spread over the partitions as customers do."""
+    if event.user_id or event.anonymous_id:
+        return event.user_id or event.anonymous_id or ""
+    polku = (event.context or {}).get("polku")
+    customer_id = polku.get("customer_id") if isinstance(polku, dict) else None
+    return f"customer:{customer_id}" if isinstance(customer_id, str) else ""
 
 
 def partition(workspace: str, key: str, partitions: int) -> int:

@@ -28,6 +28,7 @@ URL_SCHEMES: Final = ("nats://", "tls://")
 STREAM_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
 PREFIX_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _DESCRIPTION: Final = re.compile(r"polku event log: (\d+) partitions")
+DEFAULT_DUPLICATE_WINDOW_S: Final = 600.0
 START_HINT: Final = "scripts/services (or: nats-server -js -a 127.0.0.1 -p 4222 -sd <dir>)"
 
 
@@ -91,9 +92,16 @@ def description(partitions: int) -> str:
 
 
 async def ensure_stream(
-    js: JetStreamContext, *, stream: str, subject_prefix: str, partitions: int, duplicate_window_s: float
+    js: JetStreamContext,
+    *,
+    stream: str,
+    subject_prefix: str,
+    partitions: int,
+    duplicate_window_s: float | None,
 ) -> StreamInfo:
-    """Create the stream, or check the one there against the configuration."""
+    """Create the stream, or check the one there against the configuration.
+    ``duplicate_window_s=None`` (a worker) keeps the window the stream has, and
+    creates a missing stream with ``DEFAULT_DUPLICATE_WINDOW_S``."""
     subjects = [f"{subject_prefix}.*"]
     try:
         info = await js.stream_info(stream)
@@ -107,7 +115,7 @@ async def ensure_stream(
                 # The log of record: kept until polku deletes from it, never by age.
                 retention=RetentionPolicy.LIMITS,
                 discard=DiscardPolicy.NEW,
-                duplicate_window=duplicate_window_s,
+                duplicate_window=duplicate_window_s or DEFAULT_DUPLICATE_WINDOW_S,
             )
         )
     config = info.config
@@ -124,7 +132,7 @@ async def ensure_stream(
             "stream is created",
             field="partitions",
         )
-    if config.duplicate_window != duplicate_window_s:
+    if duplicate_window_s is not None and config.duplicate_window != duplicate_window_s:
         config.duplicate_window = duplicate_window_s
         info = await js.update_stream(config)
     return info

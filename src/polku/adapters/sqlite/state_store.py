@@ -22,9 +22,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
-from msgspec.structs import astuple
-
 from polku.adapters.sqlite.schema import Synchronous, connect
 from polku.adapters.sqlite.state_schema import (
     STATE_FILE,
@@ -34,6 +31,28 @@ from polku.adapters.sqlite.state_schema import (
     migrate_state,
 )
 from polku.adapters.sqlite.survey_store import write_decisions, write_surveys
+from polku.adapters.state_records import (
+    DERIVED_TABLES,
+    decode_account,
+    decode_change,
+    decode_journey_state,
+    decode_link,
+    decode_profile,
+    decode_refusal,
+    encode_msgpack,
+    encoded_rows,
+    identifier_rows,
+    journey_stat_rows,
+    link_member_rows,
+    link_rows,
+    merge_rows,
+    message_rows,
+    outbox_rows,
+    refusal_rows,
+    timeline_rows,
+    transition_rows,
+    written_and_deleted,
+)
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
@@ -48,14 +67,6 @@ from polku.state import (
 
 log = logging.getLogger("polku.processor")
 MAX_IN_PARAMETERS: Final = 500
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode_profile = msgspec.msgpack.Decoder(Profile).decode
-_decode_account = msgspec.msgpack.Decoder(Account).decode
-_decode_link = msgspec.msgpack.Decoder(LinkEvent).decode
-_decode_refusal = msgspec.msgpack.Decoder(RefusalRecord).decode
-_decode_change = msgspec.msgpack.Decoder(MergeRecord).decode
-_json = msgspec.json.Encoder().encode
 
 
 def link_hash(identifiers: Sequence[str]) -> str:
@@ -103,14 +114,14 @@ class StateReads:
                 f"SELECT customer_id, body FROM profiles WHERE workspace = ? AND customer_id IN ({marks})",
                 (workspace, *chunk),
             ):
-                found[customer_id] = _decode_profile(body)
+                found[customer_id] = decode_profile(body)
         return found
 
     def profile(self, workspace: str, customer_id: str) -> Profile | None:
         row = self.connection.execute(
             "SELECT body FROM profiles WHERE workspace = ? AND customer_id = ?", (workspace, customer_id)
         ).fetchone()
-        return None if row is None else _decode_profile(row[0])
+        return None if row is None else decode_profile(row[0])
 
     def redirect(self, workspace: str, customer_id: str) -> str:
         """Follow merges: the live id a (possibly retired) customer id now has. An id
@@ -159,14 +170,14 @@ class StateReads:
             for set_hash, body in self.connection.execute(
                 f"SELECT set_hash, body FROM links WHERE workspace = ? AND set_hash IN ({marks})", (workspace, *chunk)
             ):
-                found[set_hash] = _decode_link(body)
+                found[set_hash] = decode_link(body)
         return found
 
     def account(self, workspace: str, account_id: str) -> Account | None:
         row = self.connection.execute(
             "SELECT body FROM accounts WHERE workspace = ? AND account_id = ?", (workspace, account_id)
         ).fetchone()
-        return None if row is None else _decode_account(row[0])
+        return None if row is None else decode_account(row[0])
 
     def accounts(self, workspace: str, account_ids: Sequence[str]) -> dict[str, Account]:
         found: dict[str, Account] = {}
@@ -176,7 +187,7 @@ class StateReads:
                 f"SELECT account_id, body FROM accounts WHERE workspace = ? AND account_id IN ({marks})",
                 (workspace, *chunk),
             ):
-                found[account_id] = _decode_account(body)
+                found[account_id] = decode_account(body)
         return found
 
     def account_members(self, workspace: str, account_id: str, *, limit: int = 10_000) -> list[str]:
@@ -209,7 +220,7 @@ class StateReads:
 
     def refusals(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, RefusalRecord]]:
         return [
-            (row[0], _decode_refusal(row[1]))
+            (row[0], decode_refusal(row[1]))
             for row in self.connection.execute(
                 "SELECT id, body FROM identity_refusals WHERE workspace = ? AND id > ? ORDER BY id LIMIT ?",
                 (workspace, after_id, limit),
@@ -229,12 +240,12 @@ class StateReads:
                     "ORDER BY id DESC LIMIT ?",
                     (workspace, *chunk, limit),
                 ):
-                    found[entry_id] = _decode_refusal(body)
+                    found[entry_id] = decode_refusal(body)
         return sorted(found.items(), reverse=True)[:limit]
 
     def identity_changes(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[tuple[int, MergeRecord]]:
         return [
-            (row[0], _decode_change(row[1]))
+            (row[0], decode_change(row[1]))
             for row in self.connection.execute(
                 "SELECT id, body FROM identity_changes WHERE workspace = ? AND id > ? ORDER BY id LIMIT ?",
                 (workspace, after_id, limit),
@@ -333,10 +344,7 @@ class SqliteStateStore(StateReads):
             connection.executemany(
                 "INSERT OR REPLACE INTO identifiers (workspace, identifier, customer_id, first_ts, first_mid) "
                 "VALUES (?, ?, ?, ?, ?)",
-                [
-                    (workspace, identifier, record.customer_id, record.first_key[0], record.first_key[1])
-                    for (workspace, identifier), record in changes.identifiers.items()
-                ],
+                identifier_rows(changes),
             )
         if changes.links:
             # A link keeps the key of the earliest event that carried it.
@@ -345,22 +353,13 @@ class SqliteStateStore(StateReads):
                 "ON CONFLICT (workspace, set_hash) DO UPDATE SET key_ts = excluded.key_ts, "
                 "key_mid = excluded.key_mid, body = excluded.body "
                 "WHERE (excluded.key_ts, excluded.key_mid) < (links.key_ts, links.key_mid)",
-                [
-                    (workspace, set_hash, link.key[0], link.key[1], _encode(link))
-                    for (workspace, set_hash), link in changes.links.items()
-                ],
+                link_rows(changes),
             )
             connection.executemany(
                 "INSERT OR IGNORE INTO link_members (workspace, identifier, set_hash) VALUES (?, ?, ?)",
-                [
-                    (workspace, identifier, set_hash)
-                    for (workspace, set_hash), link in changes.links.items()
-                    for identifier in link.identifiers
-                ],
+                link_member_rows(changes),
             )
-        deleted = [
-            (workspace, customer_id) for (workspace, customer_id), body in changes.profiles.items() if body is None
-        ]
+        profiles, deleted = written_and_deleted(changes.profiles, encode_msgpack)
         if deleted:
             connection.executemany("DELETE FROM profiles WHERE workspace = ? AND customer_id = ?", deleted)
             connection.executemany("DELETE FROM timers WHERE workspace = ? AND customer_id = ?", deleted)
@@ -368,11 +367,7 @@ class SqliteStateStore(StateReads):
             # In place (same rowid): the key index is not touched by an update.
             "INSERT INTO profiles (workspace, customer_id, body) VALUES (?, ?, ?) "
             "ON CONFLICT (workspace, customer_id) DO UPDATE SET body = excluded.body",
-            [
-                (workspace, customer_id, _encode(profile))
-                for (workspace, customer_id), profile in changes.profiles.items()
-                if profile is not None
-            ],
+            profiles,
         )
         if changes.unredirected:
             connection.executemany(
@@ -388,25 +383,18 @@ class SqliteStateStore(StateReads):
             connection.executemany(
                 "INSERT OR REPLACE INTO timeline (workspace, customer_id, ts_ms, seq, anchor, type, name, channel, "
                 "internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(workspace, customer_id, *astuple(row)) for row in rows],
+                timeline_rows({(workspace, customer_id): rows}),
             )
         if changes.timeline:
             connection.executemany(
                 "INSERT OR REPLACE INTO timeline (workspace, customer_id, ts_ms, seq, anchor, type, name, channel, "
                 "internal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (workspace, customer_id, *astuple(row))
-                    for (workspace, customer_id), rows in changes.timeline.items()
-                    for row in rows
-                ],
+                timeline_rows(changes.timeline),
             )
         if changes.accounts:
             connection.executemany(
                 "INSERT OR REPLACE INTO accounts (workspace, account_id, body) VALUES (?, ?, ?)",
-                [
-                    (workspace, account_id, _encode(account))
-                    for (workspace, account_id), account in changes.accounts.items()
-                ],
+                encoded_rows(changes.accounts, encode_msgpack),
             )
         if changes.members_removed:
             connection.executemany(
@@ -429,22 +417,11 @@ class SqliteStateStore(StateReads):
             connection.executemany(
                 "INSERT OR IGNORE INTO identity_refusals (workspace, seq, ref, target, identifier, body) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        workspace,
-                        record.seq,
-                        f"{record.ts_ms}|{record.message_id}|{record.identifier}",
-                        record.target,
-                        record.identifier,
-                        _encode(record),
-                    )
-                    for workspace, record in changes.refusals
-                ],
+                refusal_rows(changes),
             )
         if changes.merges:
             connection.executemany(
-                "INSERT INTO identity_changes (workspace, seq, body) VALUES (?, ?, ?)",
-                [(workspace, record.seq, _encode(record)) for workspace, record in changes.merges],
+                "INSERT INTO identity_changes (workspace, seq, body) VALUES (?, ?, ?)", merge_rows(changes)
             )
         if changes.timers:
             connection.executemany(
@@ -460,10 +437,7 @@ class SqliteStateStore(StateReads):
                 "INSERT INTO processing_failures (workspace, seq, error) VALUES (?, ?, ?)", changes.failures
             )
         if changes.emitted:
-            connection.executemany(
-                "INSERT INTO log_outbox (workspace, body) VALUES (?, ?)",
-                [(workspace, _json(event)) for workspace, event in changes.emitted],
-            )
+            connection.executemany("INSERT INTO log_outbox (workspace, body) VALUES (?, ?)", outbox_rows(changes))
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
         self.writer.execute("BEGIN IMMEDIATE")
@@ -478,7 +452,7 @@ class SqliteStateStore(StateReads):
         row = self.connection.execute(
             "SELECT body FROM journey_states WHERE workspace = ? AND holder = ?", (workspace, holder)
         ).fetchone()
-        return _decode_journey_state(row[0]) if row else None
+        return decode_journey_state(row[0]) if row else None
 
     def journey_entries(self, workspace: str, journey_id: str) -> int:
         row = self.connection.execute(
@@ -493,7 +467,7 @@ class SqliteStateStore(StateReads):
         rebuild, which empties the timers, sets them again from these."""
         found = []
         for workspace, holder, body in self.connection.execute("SELECT workspace, holder, body FROM journey_states"):
-            due = _decode_journey_state(body).next_due()
+            due = decode_journey_state(body).next_due()
             if due:
                 found.append((workspace, holder, due))
         return found
@@ -503,22 +477,7 @@ class SqliteStateStore(StateReads):
         the salt stays, so the rebuilt customers get the same ids."""
         self.writer.execute("BEGIN IMMEDIATE")
         try:
-            for table in (
-                "identifiers",
-                "links",
-                "link_members",
-                "profiles",
-                "redirects",
-                "timeline",
-                "accounts",
-                "account_members",
-                "identity_refusals",
-                "identity_changes",
-                "timers",
-                "processing_failures",
-                "log_outbox",
-                "feedback",
-            ):
+            for table in DERIVED_TABLES:
                 self.writer.execute(f"DELETE FROM {table}")
             self.writer.execute("UPDATE checkpoint SET seq = 0 WHERE id = 1")
             self.writer.execute(
@@ -538,50 +497,26 @@ def open_state_reader(data_dir: Path) -> StateReads:
     return StateReads(connect(path, readonly=True))
 
 
-_decode_journey_state = msgspec.msgpack.Decoder(JourneyState).decode
-_encode_msgpack = msgspec.msgpack.Encoder().encode
-_encode_json = msgspec.json.Encoder().encode
-
-
 def _write_journeys(connection: sqlite3.Connection, changes: StateChanges) -> None:
     """The journey engine's part of a batch: states, transitions, stats deltas and
     the messages for the dispatcher (the outbox), in the batch's transaction."""
-    deleted = [key for key, state in changes.journey_states.items() if state is None]
+    states, deleted = written_and_deleted(changes.journey_states, encode_msgpack)
     if deleted:
         connection.executemany("DELETE FROM journey_states WHERE workspace = ? AND holder = ?", deleted)
     connection.executemany(
         "INSERT INTO journey_states (workspace, holder, body) VALUES (?, ?, ?) "
         "ON CONFLICT (workspace, holder) DO UPDATE SET body = excluded.body",
-        [
-            (workspace, holder, _encode_msgpack(state))
-            for (workspace, holder), state in changes.journey_states.items()
-            if state is not None
-        ],
+        states,
     )
     connection.executemany(
         "INSERT INTO journey_transitions (workspace, holder, customer_id, journey, version, instance, ts_ms, seq, "
         "kind, step, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                workspace,
-                record.holder,
-                record.customer_id,
-                record.journey,
-                record.version,
-                record.instance,
-                record.ts_ms,
-                record.seq,
-                record.kind,
-                record.step,
-                record.detail,
-            )
-            for workspace, record in changes.transitions
-        ],
+        transition_rows(changes),
     )
     connection.executemany(
         "INSERT INTO journey_stats (workspace, journey, version, metric, count) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (workspace, journey, version, metric) DO UPDATE SET count = count + excluded.count",
-        [(*key, delta) for key, delta in changes.journey_stats.items() if delta],
+        journey_stat_rows(changes),
     )
     # A message decided again (a batch replayed after a crash between the outbox
     # commit and the checkpoint cannot happen: they are one transaction; but a
@@ -589,16 +524,5 @@ def _write_journeys(connection: sqlite3.Connection, changes: StateChanges) -> No
     connection.executemany(
         "INSERT OR IGNORE INTO messages (workspace, customer_id, key, channel, journey, created_ms, body) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                message.workspace,
-                message.customer_id,
-                message.key,
-                message.channel,
-                message.journey,
-                message.created_ms,
-                _encode_json(message),
-            )
-            for message in changes.messages
-        ],
+        message_rows(changes),
     )

@@ -9,11 +9,11 @@ from typing import Any, Final
 
 import msgspec
 
+from polku.adapters.state_records import counter_rows, feedback_answer_rows, invitation_rows
 from polku.core.journey_state import InvitationRecord
 from polku.state import FeedbackRow, StateChanges
 
 MAX_METRIC_ROWS: Final = 1_000_000
-_encode = msgspec.json.Encoder().encode
 _decode_invitation = msgspec.json.Decoder(InvitationRecord).decode
 _decode_feedback = msgspec.json.Decoder(FeedbackRow).decode
 
@@ -26,22 +26,7 @@ def write_surveys(connection: sqlite3.Connection, changes: StateChanges) -> None
         connection.executemany(
             "INSERT OR IGNORE INTO survey_invitations (workspace, id, customer_id, survey, status, reason, channel, "
             "created_ms, expires_ms, journey, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    record.workspace,
-                    record.id,
-                    record.customer_id,
-                    record.survey,
-                    record.status,
-                    record.reason,
-                    record.channel,
-                    record.created_ms,
-                    record.expires_ms,
-                    record.journey,
-                    _encode(record),
-                )
-                for record in changes.invitations
-            ],
+            invitation_rows(changes),
         )
     if changes.feedback:
         connection.executemany(
@@ -49,10 +34,7 @@ def write_surveys(connection: sqlite3.Connection, changes: StateChanges) -> None
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workspace, key) DO UPDATE SET "
             "customer_id = excluded.customer_id, ts_ms = excluded.ts_ms, seq = excluded.seq, "
             "metric = excluded.metric, body = excluded.body WHERE excluded.seq > feedback.seq",
-            [
-                (workspace, key, row.customer_id, row.ts_ms, row.seq, row.metric, row.invitation, _encode(row))
-                for (workspace, key), row in changes.feedback.items()
-            ],
+            feedback_answer_rows(changes),
         )
 
 
@@ -62,13 +44,13 @@ def write_decisions(connection: sqlite3.Connection, changes: StateChanges) -> No
         "INSERT INTO action_stats (workspace, action, grp, offers, accepts, rejects) VALUES (?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (workspace, action, grp) DO UPDATE SET offers = offers + excluded.offers, "
         "accepts = accepts + excluded.accepts, rejects = rejects + excluded.rejects",
-        [(*key, *counts) for key, counts in changes.action_stats.items()],
+        counter_rows(changes.action_stats),
     )
     connection.executemany(
         "INSERT INTO decision_stats (workspace, arm, decisions, conversions) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (workspace, arm) DO UPDATE SET decisions = decisions + excluded.decisions, "
         "conversions = conversions + excluded.conversions",
-        [(*key, *counts) for key, counts in changes.decision_stats.items()],
+        counter_rows(changes.decision_stats),
     )
 
 
