@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from polku.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from polku.engine.scale_worker import ScaleOut
 
 
 def _setting(default: Any, help: str) -> Any:
@@ -44,6 +47,19 @@ class Settings:
     analytics: bool = _setting(
         True, "Run the analytics feed (copies events into the DuckDB analytics store) as a child process."
     )
+    store: str | None = _setting(
+        None,
+        "PostgreSQL URL of the scale-out deployment (with bus: this server is its API role, "
+        "docs/scale-out.md); none for the embedded store.",
+    )
+    bus: str | None = _setting(None, "NATS URL of the scale-out deployment's event stream (with store).")
+    schema: str = _setting("polku", "PostgreSQL schema of the scale-out deployment's tables.")
+    stream: str = _setting("POLKU_EVENTS", "JetStream stream of the scale-out deployment's events.")
+    subject_prefix: str = _setting("polku.ev", "Subject prefix of the stream's partitions.")
+    partitions: int = _setting(64, "Partitions of the stream (fixed when it is created).")
+    duplicate_window_s: int = _setting(
+        600, "Seconds the stream deduplicates a resent messageId in (older resends: the workers' index)."
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
 
@@ -74,8 +90,33 @@ class Settings:
             raise ConfigError(f"synchronous must be FULL or NORMAL, not {self.synchronous!r}", field="synchronous")
         if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
             raise ConfigError(f"public_url must be an http(s) address, not {self.public_url!r}", field="public_url")
+        if (self.store is None) != (self.bus is None):
+            missing = "bus" if self.bus is None else "store"
+            raise ConfigError(f"the scale-out deployment needs both store and bus; {missing} is missing", field=missing)
+        if self.scale_out:
+            self.deployment()  # checks the URLs and the partitions
+            if not 1 <= self.duplicate_window_s <= 86_400:
+                raise ConfigError("duplicate_window_s must be 1-86,400", field="duplicate_window_s")
         if self.max_pending_events < 1000:
             raise ConfigError("max_pending_events must be at least 1000", field="max_pending_events")
+
+    @property
+    def scale_out(self) -> bool:
+        """The server is the API role of the scale-out deployment (PostgreSQL + NATS)."""
+        return self.store is not None
+
+    def deployment(self) -> ScaleOut:
+        from polku.engine.scale_worker import ScaleOut
+
+        assert self.store is not None and self.bus is not None
+        return ScaleOut.checked(
+            store_url=self.store,
+            bus_url=self.bus,
+            schema=self.schema,
+            stream=self.stream,
+            subject_prefix=self.subject_prefix,
+            partitions=self.partitions,
+        )
 
 
 def _convert(name: str, default: Any, raw: Any) -> Any:

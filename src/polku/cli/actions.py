@@ -88,7 +88,7 @@ def actions_stats(
         return compile_catalogue(parse_catalogue(stored.body), version=stored.version)
 
     catalogue = _with_catalog(data_dir, load)
-    report = _with_views(data_dir, workspace, lambda views, _: learned(views.state.connection, workspace, catalogue))
+    report = _with_views(data_dir, workspace, lambda views, _: learned(views.sql, workspace, catalogue))
     if output_format == "json":
         emit(report, "json")
         return

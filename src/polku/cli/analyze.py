@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from polku.cli.manage import DataDir, Format, Workspace
+from polku.cli.parquet import parquet
 from polku.cli.profiles import require_store, run_until_stopped
 from polku.cli.store import console, emit
 from polku.core.errors import InvalidInput
@@ -18,6 +19,7 @@ from polku.engine.analytics_registry import ANALYSES, SCOPE, analysis_named, par
 from polku.engine.setup import DEFAULT_WORKSPACE
 
 analytics_app = typer.Typer(help="The analytics store: keep it current.", no_args_is_help=True)
+analytics_app.command("parquet")(parquet)
 
 
 def _help() -> str:

@@ -140,7 +140,7 @@ def journeys_list(
         ]
 
     items = _with_catalog(data_dir, read)
-    totals = _with_views(data_dir, workspace, lambda views, _: journey_totals(views.state.connection, workspace))
+    totals = _with_views(data_dir, workspace, lambda views, _: journey_totals(views.sql, workspace))
     rows = [{**item, **totals.get(item["id"], {"entered": 0, "active": 0, "goal": 0})} for item in items]
     emit(
         rows,
@@ -199,7 +199,7 @@ def journeys_stats(
 ) -> None:
     """Entries, active instances, endings, steps, actions and goal uplift against the holdout."""
     journey = _with_catalog(data_dir, lambda catalog: catalog.journey(workspace, journey_id))
-    rows = _with_views(data_dir, workspace, lambda views, _: stats_rows(views.state.connection, workspace, journey_id))
+    rows = _with_views(data_dir, workspace, lambda views, _: stats_rows(views.sql, workspace, journey_id))
     summary = {**journey_summary(journey), **summarize(rows)}
     if output_format == "json":
         emit(summary, "json")
@@ -250,7 +250,7 @@ def journeys_why(
         customer_id = views.find_any(workspace, runtime, identifier)
         profile = views.state.profile(workspace, customer_id)
         accounts = list(profile.accounts) if profile is not None else []
-        connection = views.state.connection
+        connection = views.sql
         found = customer_journeys(connection, workspace, customer_id, accounts, journey=journey, limit=limit)
         found.update(customer_messages(connection, workspace, customer_id, now, journey=journey, limit=limit))
         return found

@@ -124,8 +124,28 @@ def serve(
             "--analytics/--no-analytics", help="Run the analytics feed beside the server (env POLKU_ANALYTICS)."
         ),
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL URL: serve as the API of the scale-out deployment, with --bus (env POLKU_STORE)."
+        ),
+    ] = None,
+    bus: Annotated[str | None, typer.Option(help="NATS URL of the scale-out deployment (env POLKU_BUS).")] = None,
+    schema: Annotated[str | None, typer.Option(help="PostgreSQL schema (scale-out; env POLKU_SCHEMA).")] = None,
+    stream: Annotated[str | None, typer.Option(help="JetStream stream (scale-out; env POLKU_STREAM).")] = None,
+    subject_prefix: Annotated[
+        str | None, typer.Option(help="Subjects of the partitions (scale-out; env POLKU_SUBJECT_PREFIX).")
+    ] = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions of the stream (scale-out; env POLKU_PARTITIONS).")
+    ] = None,
+    duplicate_window_s: Annotated[
+        int | None,
+        typer.Option(help="Seconds the stream drops a resent messageId in (scale-out; env POLKU_DUPLICATE_WINDOW_S)."),
+    ] = None,
 ) -> None:
-    """Run the HTTP server on the embedded store."""
+    """Run the HTTP server: on the embedded store, or, with --store and --bus, as an
+    API process of the scale-out deployment (docs/scale-out.md)."""
     import uvicorn
 
     from polku.logs import configure
@@ -147,6 +167,13 @@ def serve(
                 "processor": processor,
                 "dispatcher": dispatcher,
                 "analytics": analytics,
+                "store": store,
+                "bus": bus,
+                "schema": schema,
+                "stream": stream,
+                "subject_prefix": subject_prefix,
+                "partitions": partitions,
+                "duplicate_window_s": duplicate_window_s,
             }
         )
     except PolkuError as error:
@@ -154,9 +181,10 @@ def serve(
         return
     configure(settings.log_level)
     application = create_app(settings, on_keys=print_keys)
-    console.print(
-        f"polku {__version__} serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})"
-    )
+    from polku.adapters.postgres.schema import redact
+
+    where = f"scale-out API on {redact(settings.store or '')}" if settings.scale_out else f"data in {settings.data_dir}"
+    console.print(f"polku {__version__} serving on http://{settings.host}:{settings.port} ({where})")
     tune_gc()
     uvicorn.run(
         application,

@@ -22,8 +22,8 @@ def overview(
         data_dir,
         workspace,
         lambda views, runtime: read_overview(
-            views.log.connection,
-            views.state.connection,
+            views.log_sql,
+            views.sql,
             data_dir,
             workspace,
             now,

@@ -105,9 +105,7 @@ def surveys_list(
 
     items = _with_catalog(data_dir, read)
     since = wall_clock_ms() - 30 * DAY_MS
-    counts = _with_views(
-        data_dir, workspace, lambda views, _: survey_counts(views.state.connection, workspace, None, since)
-    )
+    counts = _with_views(data_dir, workspace, lambda views, _: survey_counts(views.sql, workspace, None, since))
     rows = []
     for item in items:
         numbers = counts.get(item["id"], {"sent": 0, "suppressed": 0, "answered": 0})
@@ -187,7 +185,7 @@ def surveys_invitations(
     since_ms = _moment(since, "since")
 
     def read(views: ProfileViews, _: WorkspaceRuntime) -> dict[str, Any]:
-        connection = views.state.connection
+        connection = views.sql
         rows = survey_store.invitations(
             connection, workspace, survey=survey_id, status=status, since_ms=since_ms, limit=limit
         )
@@ -245,9 +243,7 @@ def feedback_metrics_command(
         confidence=confidence,
     ).check()
     now = wall_clock_ms()
-    report = _with_views(
-        data_dir, workspace, lambda views, _: feedback_metrics(views.state.connection, workspace, query, now)
-    )
+    report = _with_views(data_dir, workspace, lambda views, _: feedback_metrics(views.sql, workspace, query, now))
     if output_format == "json":
         emit(report, "json")
         return
@@ -286,9 +282,7 @@ def feedback_counts_command(
 ) -> None:
     """Answers per metric (NPS, CSAT, CES) in the period, and the metric most answered."""
     now = wall_clock_ms()
-    report = _with_views(
-        data_dir, workspace, lambda views, _: feedback_counts(views.state.connection, workspace, days, now)
-    )
+    report = _with_views(data_dir, workspace, lambda views, _: feedback_counts(views.sql, workspace, days, now))
     if output_format == "json":
         emit(report, "json")
         return

@@ -108,3 +108,11 @@ class Gone(PolkuError):
 
     code = "gone"
     status = 410
+
+
+class NotServedHere(PolkuError):
+    """The deployment cannot answer this (a read the scale-out API does not serve
+    yet); the message says which deployment does."""
+
+    code = "not_served_here"
+    status = 501

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.adapters.sqlite.state_store import StateReads
 from polku.core.events import format_millis
 from polku.core.journey_state import JourneyState, account_holder
 from polku.core.policy import Verdict
 from polku.core.profile import Profile, condition_view
-from polku.engine.journey_reports import journey_state
 from polku.engine.runtime import WorkspaceRuntime
 
 BUILT_IN_CHANNELS: Final = ("in_app",)
@@ -29,7 +29,7 @@ def verdict_json(verdict: Verdict) -> dict[str, Any]:
 
 
 def contact_policy(
-    state: StateReads, workspace: str, runtime: WorkspaceRuntime, profile: Profile, now_ms: int
+    state: StateReads | PostgresStateStore, workspace: str, runtime: WorkspaceRuntime, profile: Profile, now_ms: int
 ) -> dict[str, Any]:
     """Every purpose the consent defaults, the customer's consent trait and the
     policy's caps, suppression rules and quiet hours name, with the consent given
@@ -47,12 +47,11 @@ def contact_policy(
     accounts = state.accounts(workspace, list(profile.accounts))
     account_traits = {a: (accounts[a].trait_values() if a in accounts else None) for a in profile.accounts}
     view = condition_view(profile, runtime.attributes.values(profile.attributes, now_ms), account_traits, now_ms)
-    connection = state.connection
-    sent = (journey_state(connection, workspace, profile.customer_id) or JourneyState()).sent
+    sent = (state.journey_state(workspace, profile.customer_id) or JourneyState()).sent
     account_sent = {}
     if any(cap.account for cap in policy.caps):
         account_sent = {
-            account: (journey_state(connection, workspace, account_holder(account)) or JourneyState()).sent
+            account: (state.journey_state(workspace, account_holder(account)) or JourneyState()).sent
             for account in sorted(profile.accounts)
         }
     channels = [*runtime.channel_types, *(c for c in BUILT_IN_CHANNELS if c not in runtime.channel_types)]

@@ -4,15 +4,19 @@ Reads only (the processor writes); the same functions serve both edges."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
+from polku.adapters.postgres.log_reader import PostgresLogReader
+from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.adapters.sqlite.log_reader import SqliteLogReader
-from polku.adapters.sqlite.state_store import StateReads
+from polku.adapters.sqlite.state_store import StateReads, open_state_reader
 from polku.core.attributes import parse_duration
-from polku.core.errors import InvalidInput, NotFound
+from polku.core.errors import InvalidInput, NotFound, NotServedHere
 from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
 from polku.core.profile import Profile, identifiers_by_type
@@ -37,10 +41,59 @@ RECENT_SCAN_PER_CUSTOMER: Final = 20
 customer asked for, at least 400 (segment events and the like crowd the tail)."""
 
 
+def embedded_only(what: str) -> NotServedHere:
+    """The error of a read the scale-out API does not serve yet."""
+    return NotServedHere(
+        f"{what} is served by the embedded deployment only; the scale-out API does not serve it yet "
+        '(docs/scale-out.md, "What the API serves")'
+    )
+
+
 class ProfileViews:
-    def __init__(self, state: StateReads, log: SqliteLogReader) -> None:
+    """Reads of one deployment: the embedded files (SQLite) or the scale-out's
+    PostgreSQL. A read that only the embedded one answers raises ``NotServedHere``
+    on the other (``sqlite()``)."""
+
+    def __init__(self, state: StateReads | PostgresStateStore, log: SqliteLogReader | PostgresLogReader) -> None:
         self.state = state
         self.log = log
+
+    @classmethod
+    def of_files(cls, data_dir: Path) -> ProfileViews:
+        return cls(open_state_reader(data_dir), SqliteLogReader(data_dir))
+
+    @classmethod
+    def of_store(cls, store_url: str, schema: str) -> ProfileViews:
+        return cls(
+            PostgresStateStore(store_url, schema=schema, migrate=False), PostgresLogReader(store_url, schema=schema)
+        )
+
+    def close(self) -> None:
+        if isinstance(self.state, StateReads):
+            self.state.connection.close()
+        else:
+            self.state.close()
+        self.log.close()
+
+    @property
+    def embedded(self) -> bool:
+        return isinstance(self.state, StateReads)
+
+    @property
+    def sql(self) -> sqlite3.Connection:
+        """The embedded state's connection, for reads written in SQLite's SQL."""
+        return self.sqlite("this read")[0]
+
+    @property
+    def log_sql(self) -> sqlite3.Connection:
+        """The embedded log's connection, for reads written in SQLite's SQL."""
+        return self.sqlite("this read")[1].connection
+
+    def sqlite(self, what: str) -> tuple[sqlite3.Connection, SqliteLogReader]:
+        """The embedded state's connection and log, for a read written in SQLite's SQL."""
+        if isinstance(self.state, StateReads) and isinstance(self.log, SqliteLogReader):
+            return self.state.connection, self.log
+        raise embedded_only(what)
 
     # -- finding a customer -------------------------------------------------------
 
@@ -83,7 +136,8 @@ class ProfileViews:
         a short list to start from (cheap: one backwards read of the log's tail)."""
         if not 1 <= limit <= MAX_RECENT_CUSTOMERS:
             raise InvalidInput(f"limit must be 1-{MAX_RECENT_CUSTOMERS}", field="limit")
-        rows = self.log.connection.execute(
+        _, log = self.sqlite("the recently active customers")
+        rows = log.connection.execute(
             "SELECT user_id, anonymous_id, ts_ms, channel, type, name FROM events "
             "WHERE seq <= ? AND workspace = ? ORDER BY seq DESC LIMIT ?",
             (self.state.checkpoint(), workspace, max(RECENT_SCAN, limit * RECENT_SCAN_PER_CUSTOMER)),
@@ -214,6 +268,7 @@ class ProfileViews:
     def context(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:
         """Who this is, what they just did across channels, what they bought, how
         they felt, and the likely reason they are contacting us now."""
+        state, _ = self.sqlite("the agent view (its notes)")
         profile_view = self.profile_json(workspace, runtime, customer_id, now_ms)
         rows = [row for row in self.state.timeline(workspace, customer_id, limit=CONTEXT_SCAN) if not row.internal]
         purchase_names = set(runtime.agent_view.purchase_events)
@@ -246,7 +301,7 @@ class ProfileViews:
             "latest_feedback": profile_view["feedback"],
             "segments": list(profile_view["segments"]),
             "attributes": profile_view["attributes"],
-            "notes": agent_notes(self.state.connection, workspace, customer_id),
+            "notes": agent_notes(state, workspace, customer_id),
         }
 
     def interests(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:

@@ -37,13 +37,13 @@ from psycopg_pool import ConnectionPool
 from polku.adapters.nats.event_log import DEFAULT_STREAM, NatsEventLog
 from polku.adapters.nats.partition_feed import PartitionFeed
 from polku.adapters.nats.routing import DEFAULT_PARTITIONS, DEFAULT_SUBJECT_PREFIX
+from polku.adapters.nats.stream import check_names, connect, ensure_stream
 from polku.adapters.nats.stream import check_url as check_bus_url
-from polku.adapters.nats.stream import connect, ensure_stream
 from polku.adapters.postgres import tracks
 from polku.adapters.postgres.catalog_reads import CatalogReads
 from polku.adapters.postgres.commit_guard import CommitGuard
 from polku.adapters.postgres.leases import RENEW_S, PartitionLeases
-from polku.adapters.postgres.schema import DEFAULT_SCHEMA
+from polku.adapters.postgres.schema import DEFAULT_SCHEMA, check_schema
 from polku.adapters.postgres.schema import check_url as check_store_url
 from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.core.errors import ConfigError, StoreUnavailable
@@ -96,6 +96,8 @@ class ScaleOut:
         anything connects (the CLI's)."""
         check_store_url(fields["store_url"])
         check_bus_url(fields["bus_url"])
+        check_schema(fields.get("schema", DEFAULT_SCHEMA))
+        check_names(fields.get("stream", DEFAULT_STREAM), fields.get("subject_prefix", DEFAULT_SUBJECT_PREFIX))
         partitions = fields.get("partitions", DEFAULT_PARTITIONS)
         if not 1 <= partitions <= 4096:
             raise ConfigError(f"partitions {partitions} is not between 1 and 4,096", field="partitions")

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from polku.adapters.duckdb import analytics_store
 from polku.engine.analytics_registry import analysis_named, describe, parse, run
+from polku.engine.profile_views import embedded_only
 from polku.web.auth import admin_access
 from polku.web.responses import json_response
 from polku.web.services import services
@@ -21,6 +22,8 @@ async def list_analyses(request: Request) -> Response:
     """The analyses, and how current the store is (``lag``: log events not in it yet)."""
     found = services(request)
     await admin_access(request, found.catalog)
+    if found.settings.scale_out:
+        raise embedded_only("the analyses (the scale-out's are the Parquet files, docs/parquet.md)")
 
     def store() -> dict[str, Any]:
         from polku.adapters.sqlite.log_reader import SqliteLogReader
@@ -40,6 +43,8 @@ async def list_analyses(request: Request) -> Response:
 async def run_analysis(request: Request) -> Response:
     found = services(request)
     credential = await admin_access(request, found.catalog)
+    if found.settings.scale_out:
+        raise embedded_only("the analyses (the scale-out's are the Parquet files, docs/parquet.md)")
     analysis = analysis_named(request.path_params["name"])
     scope, arguments = parse(analysis, credential.workspace, dict(request.query_params))
     result = await asyncio.to_thread(run, analysis, found.settings.data_dir, scope, arguments)

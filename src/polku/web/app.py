@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,12 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from polku.adapters.nats import NatsEventLog
+from polku.adapters.postgres.catalog import PostgresCatalog
+from polku.adapters.postgres.schema import redact
 from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
 from polku.config import Settings
 from polku.core.errors import PolkuError
 from polku.dashboard.routes import build_dashboard, dashboard_routes
 from polku.engine.ingest import Ingestor
+from polku.engine.profile_views import ProfileViews, embedded_only
+from polku.engine.scale_worker import migrate_all
 from polku.engine.setup import NewKey, bootstrap
+from polku.ports import Catalog, EventLog
 from polku.web import (
     admin_routes,
     analytics_routes,
@@ -34,7 +41,7 @@ from polku.web import (
     profile_routes,
     survey_routes,
 )
-from polku.web.children import analytics_child, dispatcher_child, processor_child
+from polku.web.children import SupervisedChild, analytics_child, dispatcher_child, processor_child
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
 from polku.web.metrics import Metrics
@@ -60,27 +67,89 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(services(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = lambda keys: None) -> Starlette:
-    """``on_keys`` receives the keys created at startup (to print them once)."""
-    holder: dict[str, Any] = {}
-    metric_set = Metrics(pending=lambda: holder["log"].pending_events() if "log" in holder else 0)
+@dataclass
+class Backends:
+    """The adapters one deployment's API runs on, and the children it supervises."""
+
+    event_log: EventLog
+    catalog: Catalog
+    open_views: Callable[[], ProfileViews]
+    children: list[SupervisedChild]
+    prepare: Callable[[], Awaitable[None]]
+    """Run first at startup (the scale-out's migrations)."""
+
+
+def embedded_backends(settings: Settings, metric_set: Metrics) -> Backends:
     event_log = SqliteEventLog(
         settings.data_dir,
         synchronous=settings.synchronous,
         max_pending_events=settings.max_pending_events,
         on_commit=metric_set.observe_commit,
     )
-    holder["log"] = event_log
-    catalog = SqliteCatalog(settings.data_dir, synchronous=settings.synchronous)
-    ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
-    state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
-    profiles = profile_routes.ProfileService(settings.data_dir, catalog)
     # The processor writes survey links; it learns the server's address from its environment.
     os.environ["POLKU_PUBLIC_URL"] = settings.public_url or f"http://{settings.host}:{settings.port}"
-    processor = processor_child(settings.data_dir) if settings.processor else None
-    dispatcher = dispatcher_child(settings.data_dir) if settings.dispatcher else None
+    children = [processor_child(settings.data_dir)] if settings.processor else []
+    if settings.dispatcher:
+        children.append(dispatcher_child(settings.data_dir))
     # The analytics feed follows the processor: without it, there is nothing to feed.
-    analytics = analytics_child(settings.data_dir) if settings.analytics and settings.processor else None
+    if settings.analytics and settings.processor:
+        children.append(analytics_child(settings.data_dir))
+
+    async def nothing() -> None:
+        return None
+
+    return Backends(
+        event_log=event_log,
+        catalog=SqliteCatalog(settings.data_dir, synchronous=settings.synchronous),
+        open_views=lambda: ProfileViews.of_files(settings.data_dir),
+        children=children,
+        prepare=nothing,
+    )
+
+
+def scale_out_backends(settings: Settings) -> Backends:
+    """The API role of the scale-out deployment (docs/scale-out.md): events go to the
+    stream, the catalog and the reads to PostgreSQL; workers, dispatchers and the
+    analytics consumer run as processes of their own."""
+    deployment = settings.deployment()
+    event_log = NatsEventLog(
+        deployment.bus_url,
+        deployment.store_url,
+        stream=deployment.stream,
+        subject_prefix=deployment.subject_prefix,
+        partitions=deployment.partitions,
+        schema=deployment.schema,
+        duplicate_window_s=settings.duplicate_window_s,
+        max_pending_events=settings.max_pending_events,
+        index=False,  # the workers index, in their commits
+    )
+
+    async def migrate() -> None:
+        await migrate_all(deployment)
+
+    return Backends(
+        event_log=event_log,
+        catalog=PostgresCatalog(deployment.store_url, schema=deployment.schema),
+        open_views=lambda: ProfileViews.of_store(deployment.store_url, deployment.schema),
+        children=[],
+        prepare=migrate,
+    )
+
+
+async def not_served(request: Request) -> Response:
+    raise embedded_only("the dashboard")
+
+
+def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = lambda keys: None) -> Starlette:
+    """``on_keys`` receives the keys created at startup (to print them once)."""
+    holder: dict[str, Any] = {}
+    metric_set = Metrics(pending=lambda: holder["log"].pending_events() if "log" in holder else 0)
+    backends = scale_out_backends(settings) if settings.scale_out else embedded_backends(settings, metric_set)
+    event_log, catalog = backends.event_log, backends.catalog
+    holder["log"] = event_log
+    ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
+    state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
+    profiles = profile_routes.ProfileService(backends.open_views, catalog)
     openapi = build_openapi()
 
     async def openapi_json(request: Request) -> Response:
@@ -88,30 +157,22 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await backends.prepare()
         await catalog.start()
         await event_log.start()
         created = await bootstrap(catalog, write_key=settings.write_key, admin_token=settings.admin_token)
         on_keys(created)
-        if processor is not None:
-            await processor.start()
-        if dispatcher is not None:
-            await dispatcher.start()
-        if analytics is not None:
-            await analytics.start()
+        for child in backends.children:
+            await child.start()
         state.ready = True
-        log.info(
-            "polku ready", extra={"data_dir": str(settings.data_dir), "host": settings.host, "port": settings.port}
-        )
+        where = {"store": redact(settings.store or "")} if settings.scale_out else {"data_dir": str(settings.data_dir)}
+        log.info("polku ready", extra={**where, "host": settings.host, "port": settings.port})
         try:
             yield
         finally:
             state.ready = False
-            if analytics is not None:
-                await analytics.stop()
-            if dispatcher is not None:
-                await dispatcher.stop()
-            if processor is not None:
-                await processor.stop()
+            for child in reversed(backends.children):
+                await child.stop()
             profiles.close()
             await event_log.close()
             await catalog.close()
@@ -127,7 +188,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             *decision_routes.routes,
             *delivery_routes.routes,
             *overview_routes.routes,
-            *dashboard_routes(),
+            *(dashboard_routes() if not settings.scale_out else [Route("/ui{rest:path}", not_served)]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -151,5 +212,6 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     app.state.services = state
     app.state.metrics = metric_set
     app.state.profiles = profiles
-    app.state.dashboard = build_dashboard(settings.data_dir)
+    if not settings.scale_out:
+        app.state.dashboard = build_dashboard(settings.data_dir)
     return app

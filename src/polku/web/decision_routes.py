@@ -123,7 +123,7 @@ async def action_stats(request: Request) -> Response:
     except NotFound:
         catalogue = None
     result: dict[str, Any] = await _profiles(request).run(
-        lambda views: learned(views.state.connection, workspace, catalogue)
+        lambda views: learned(views.sqlite("action statistics")[0], workspace, catalogue)
     )
     return json_response(result)
 

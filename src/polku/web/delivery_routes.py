@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from polku.adapters.sqlite.deliveries import MAX_LIMIT, STATUSES, deliveries
 from polku.core.errors import InvalidInput
+from polku.engine.profile_views import embedded_only
 from polku.web.admin_routes import _int_param
 from polku.web.auth import admin_access
 from polku.web.responses import json_response
@@ -19,6 +20,8 @@ from polku.web.services import services
 async def list_deliveries(request: Request) -> Response:
     found = services(request)
     credential = await admin_access(request, found.catalog)
+    if found.settings.scale_out:
+        raise embedded_only("the delivery list")
     customer_id = request.query_params.get("customer_id")
     if customer_id is not None and not 0 < len(customer_id) <= 256:
         raise InvalidInput("query parameter `customer_id` must be 1-256 characters", field="customer_id")

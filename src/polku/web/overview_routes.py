@@ -33,15 +33,16 @@ async def read_overview(profiles: ProfileService, data_dir: Path, workspace: str
     fresh = cached[1] if cached is not None and time.monotonic() - cached[0] < PEOPLE_TTL_S else None
 
     def read(views: ProfileViews) -> dict[str, Any]:
-        counts = fresh if fresh is not None else people(views.state.connection, workspace)
+        state, log = views.sqlite("the overview")
+        counts = fresh if fresh is not None else people(state, workspace)
         return overview(
-            views.log.connection,
-            views.state.connection,
+            log.connection,
+            state,
             data_dir,
             workspace,
             now,
             checkpoint=views.state.checkpoint(),
-            log_end=views.log.last_seq(),
+            log_end=log.last_seq(),
             people_counts=counts,
         )
 

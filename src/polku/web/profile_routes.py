@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,8 +16,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from polku.adapters.sqlite.log_reader import SqliteLogReader
-from polku.adapters.sqlite.state_store import open_state_reader
 from polku.core.errors import InvalidInput
 from polku.engine.profile_views import (
     MAX_RECENT_CUSTOMERS,
@@ -45,8 +42,8 @@ class ProfileService:
     """Reads of the processor's state on a small thread pool, each thread with its
     own read-only connections; workspace runtimes compiled once per configuration."""
 
-    def __init__(self, data_dir: Path, catalog: Catalog) -> None:
-        self.data_dir = data_dir
+    def __init__(self, open_views: Callable[[], ProfileViews], catalog: Catalog) -> None:
+        self.open_views = open_views
         self.catalog = catalog
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polku-profiles")
         self._local = threading.local()
@@ -56,13 +53,12 @@ class ProfileService:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         for views in self._views:
-            views.state.connection.close()
-            views.log.close()
+            views.close()
 
     def _thread_views(self) -> ProfileViews:
         views: ProfileViews | None = getattr(self._local, "views", None)
         if views is None:
-            views = ProfileViews(open_state_reader(self.data_dir), SqliteLogReader(self.data_dir))
+            views = self.open_views()
             self._local.views = views
             self._views.append(views)
         return views
@@ -188,6 +184,8 @@ async def processor_status(request: Request) -> Response:
     credential = await admin_access(request, services(request).catalog)
 
     def read(views: ProfileViews) -> dict[str, Any]:
+        # The scale-out deployment has a checkpoint per partition (docs/scale-out.md).
+        views.sqlite("the processor's status")
         checkpoint = views.state.checkpoint()
         end = views.log.last_seq()
         failures = views.state.failures(credential.workspace)

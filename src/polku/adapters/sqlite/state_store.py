@@ -99,6 +99,12 @@ class StateReads:
     def checkpoint(self) -> int:
         return int(self.connection.execute("SELECT seq FROM checkpoint WHERE id = 1").fetchone()[0])
 
+    def journey_state(self, workspace: str, holder: str) -> JourneyState | None:
+        row = self.connection.execute(
+            "SELECT body FROM journey_states WHERE workspace = ? AND holder = ?", (workspace, holder)
+        ).fetchone()
+        return decode_journey_state(row[0]) if row else None
+
     def identifier(self, workspace: str, identifier: str) -> IdentifierRecord | None:
         row = self.connection.execute(
             "SELECT customer_id, first_ts, first_mid FROM identifiers WHERE workspace = ? AND identifier = ?",
@@ -447,12 +453,6 @@ class SqliteStateStore(StateReads):
         except BaseException:
             self.writer.execute("ROLLBACK")
             raise
-
-    def journey_state(self, workspace: str, holder: str) -> JourneyState | None:
-        row = self.connection.execute(
-            "SELECT body FROM journey_states WHERE workspace = ? AND holder = ?", (workspace, holder)
-        ).fetchone()
-        return decode_journey_state(row[0]) if row else None
 
     def journey_entries(self, workspace: str, journey_id: str) -> int:
         row = self.connection.execute(

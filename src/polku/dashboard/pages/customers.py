@@ -118,7 +118,7 @@ def policy_view(policy: dict[str, Any]) -> dict[str, Any]:
 
 def open_invitations(views: ProfileViews, workspace: str, customer_id: str, now_ms: int) -> list[dict[str, Any]]:
     """Survey invitations sent to the customer, not answered and not expired."""
-    connection = views.state.connection
+    connection = views.sql
     rows = survey_store.invitations(
         connection,
         workspace,
@@ -155,7 +155,7 @@ def read_customer(
     timeline = views.timeline(workspace, live, before=before, limit=TIMELINE_PAGE)
     profile = views.state.profile(workspace, live)
     assert profile is not None  # found above, and this thread reads one snapshot
-    connection = views.state.connection
+    connection = views.sql
     journeys = customer_journeys(connection, workspace, live, list(profile.accounts), limit=10)
     messages = customer_messages(connection, workspace, live, now_ms, limit=SHOWN_MESSAGES)
     return {

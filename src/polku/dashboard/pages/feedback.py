@@ -112,7 +112,7 @@ def share_text(value: float | None) -> str:
 
 def read_metrics(views: ProfileViews, workspace: str, query: FeedbackQuery, now: int) -> dict[str, Any]:
     """Every score the page shows, each from one ``feedback_metrics`` call (the API's)."""
-    connection = views.state.connection
+    connection = views.sql
     since = now - query.days * DAY_MS
     channel = query.channel or None
 
@@ -197,7 +197,7 @@ async def feedback_page(view: View) -> Response:
             error=error, counts={}, period=PERIODS.get(params.get("period", ""), ""), **choices(),
         )  # fmt: skip
     workspace, since = view.workspace, wall_clock_ms() - query.days * DAY_MS
-    counts = await view.profiles.run(lambda views: answer_counts(views.state.connection, workspace, since))
+    counts = await view.profiles.run(lambda views: answer_counts(views.sql, workspace, since))
     if not query.metric:
         # The metric most answered (NPS on a tie) until one is chosen.
         query = query.with_metric(max(METRICS, key=lambda name: counts.get(name, 0)))

@@ -95,7 +95,7 @@ async def journeys_page(view: View) -> Response:
     stored = await view.services.catalog.journeys(workspace)
 
     def read(views: Any) -> tuple[dict[str, dict[str, Any]], dict[str, list[tuple[int, str, int]]]]:
-        connection = views.state.connection
+        connection = views.sql
         return journey_totals(connection, workspace), {j.id: stats_rows(connection, workspace, j.id) for j in stored}
 
     totals, rows = await view.profiles.run(read)
@@ -164,7 +164,7 @@ async def _read(view: View, version: int | None) -> tuple[StoredJourney, StoredJ
     shown = (
         head if version is None or version == head.current else await catalog.journey(workspace, journey_id, version)
     )
-    rows = await view.profiles.run(lambda views: stats_rows(views.state.connection, workspace, journey_id))
+    rows = await view.profiles.run(lambda views: stats_rows(views.sql, workspace, journey_id))
     summary = summarize(rows)
     if version is None:
         return head, shown, summary["total"]

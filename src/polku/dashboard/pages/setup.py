@@ -70,7 +70,7 @@ async def surveys_page(view: View) -> Response:
     """``/ui/surveys``: every survey with its status and last 30 days (``GET /v1/surveys``)."""
     workspace = view.workspace
     since = wall_clock_ms() - 30 * DAY_MS
-    counts = await view.profiles.run(lambda views: survey_counts(views.state.connection, workspace, None, since))
+    counts = await view.profiles.run(lambda views: survey_counts(views.sql, workspace, None, since))
     surveys = [
         {**cached_summary(stored), "last_30_days": {**EMPTY_COUNTS, **counts.get(stored.id, {})}}
         for stored in await view.services.catalog.definitions("survey", workspace)
@@ -100,7 +100,7 @@ async def survey_page(view: View) -> Response:
     detail = survey_detail(await view.services.catalog.definition("survey", workspace, survey_id))
 
     def read(views: ProfileViews) -> dict[str, Any]:
-        connection = views.state.connection
+        connection = views.sql
         rows = survey_store.invitations(connection, workspace, survey=survey_id, limit=SHOWN_INVITATIONS)
         totals = survey_counts(connection, workspace, survey_id, 0).get(survey_id, {})
         return {"totals": {**EMPTY_COUNTS, **totals}, "invitations": [invitation_view(r, a) for r, a in rows]}
@@ -222,7 +222,7 @@ def suppressions(views: ProfileViews, workspace: str, journeys: list[str]) -> di
     by_reason: dict[str, dict[str, Any]] = {}
     totals = {"sent": 0, "held": 0, "failed": 0, "skipped": 0}
     for journey in journeys:
-        summary = summarize(stats_rows(views.state.connection, workspace, journey))["total"]
+        summary = summarize(stats_rows(views.sql, workspace, journey))["total"]
         for step, action in summary["actions"].items():
             for result in ("sent", "held", "failed"):
                 totals[result] += action[result]
@@ -260,9 +260,7 @@ async def channels_page(view: View) -> Response:
         view.profiles.run(lambda views: suppressions(views, workspace, journeys)),
     )
     survey_reasons: dict[str, int] = {}
-    counts = await view.profiles.run(
-        lambda views: survey_counts(views.state.connection, workspace, None, now - 30 * DAY_MS)
-    )
+    counts = await view.profiles.run(lambda views: survey_counts(views.sql, workspace, None, now - 30 * DAY_MS))
     for entry in counts.values():
         for reason, count in entry["reasons"].items():
             survey_reasons[reason] = survey_reasons.get(reason, 0) + count
@@ -302,7 +300,7 @@ async def _sources_values(view: View) -> dict[str, Any]:
     entries = await view.services.log.quarantined(
         workspace, status="open", after_id=after_id, limit=SHOWN_QUARANTINE + 1
     )
-    open_count = await view.profiles.run(lambda views: quarantine_open(views.log.connection, workspace))
+    open_count = await view.profiles.run(lambda views: quarantine_open(views.log_sql, workspace))
     base = (view.services.settings.public_url or str(view.request.base_url)).rstrip("/")
     keys = sorted(
         (credential_json(c) for c in credentials), key=lambda key: (bool(key["revoked_at"]), key["created_at"])

@@ -1,0 +1,143 @@
+"""``polku serve --store … --bus …``: the API role of the scale-out deployment, as
+real processes against the real PostgreSQL and NATS. Two API processes share the
+stream and the catalog; a worker applies what they take in; either API answers
+the reads from PostgreSQL; what only the embedded deployment serves answers 501."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import ADMIN_TOKEN, WRITE_KEY, ServerProcess
+from tests.contract.conftest import NATS_URL, fresh_database, fresh_stream
+from tests.integration.scale_processes import api_server, worker
+
+from polku.engine.scale_worker import ScaleOut
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def deployment(database: str) -> AsyncIterator[ScaleOut]:
+    async with fresh_stream() as (stream, prefix):
+        yield ScaleOut(
+            store_url=database,
+            bus_url=NATS_URL,
+            schema=f"api_{uuid.uuid4().hex[:12]}",
+            stream=stream,
+            subject_prefix=prefix,
+            partitions=4,
+        )
+
+
+def until(check: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.1)
+
+
+def profile_of(server: ServerProcess, user_id: str) -> dict[str, Any] | None:
+    with server.admin() as admin:
+        found = admin.get("/v1/profiles/lookup", params={"user_id": user_id})
+        if found.status_code == 404:
+            return None
+        assert found.status_code == 200, found.text
+        return dict(admin.get(f"/v1/profiles/{found.json()['customer_id']}").json())
+
+
+async def test_two_api_processes_take_in_and_answer_from_the_shared_state(deployment: ScaleOut, tmp_path: Path) -> None:
+    first = api_server(deployment, tmp_path / "api-1")
+    second = api_server(deployment, tmp_path / "api-2")
+    running = worker(deployment, tmp_path / "worker.log")
+    first.start(timeout=60)
+    second.start(timeout=60)  # the same default workspace and keys: created once
+    running.start()
+    try:
+        with first.writer() as one, second.writer() as two:
+            assert (
+                one.post(
+                    "/v1/identify", json={"userId": "ann", "messageId": "m1", "traits": {"name": "Ann"}}
+                ).status_code
+                == 200
+            )
+            batch = [
+                {"type": "track", "userId": "ann", "event": "Viewed", "messageId": f"v{n}", "properties": {"n": n}}
+                for n in range(5)
+            ]
+            assert two.post("/v1/batch", json={"batch": batch}).status_code == 200
+            # The same messages through the other process: the stream takes each once.
+            again = one.post("/v1/batch", json={"batch": batch})
+            assert again.status_code == 200 and again.json()["duplicates"] == 5, again.text
+        for server in (first, second):
+            profile = until(
+                lambda s=server: (p := profile_of(s, "ann")) and p["events"] == 6 and p, 60, "the worker applied"
+            )
+            assert profile["traits"]["name"] == "Ann"
+        with second.admin() as admin:
+            customer = admin.get("/v1/profiles/lookup", params={"user_id": "ann"}).json()["customer_id"]
+            timeline = admin.get(f"/v1/profiles/{customer}/timeline").json()
+            named = [item for item in timeline["events"] if item.get("name") == "Viewed"]
+            assert sorted(item["properties"]["n"] for item in named) == [0, 1, 2, 3, 4]  # bodies from the index
+            assert admin.get(f"/v1/profiles/{customer}/policy").status_code == 200
+            events = admin.get("/v1/events", params={"limit": 100}).json()["events"]
+            assert len(events) == 6
+        # The catalog is shared: a configuration set through one is read through the other.
+        config = "channels:\n  email: {type: smtp, port: 2525, sender: shop@example.com}\n"
+        with first.admin() as admin:
+            assert admin.put("/v1/workspace/config", content=config).status_code == 200
+            journey = "id: hello\nentry: {event: Signed Up}\nsteps:\n  - id: done\n    exit: true\n"
+            assert admin.put("/v1/journeys/hello", content=journey).status_code == 201
+        with second.admin() as admin:
+            assert admin.get("/v1/workspace/config").json()["config"]["channels"]["email"]["port"] == 2525
+            listed = admin.get("/v1/journeys").json()["journeys"]
+            # Counts are not served yet on the scale-out: null, not a false zero.
+            assert [(j["id"], j["entered"]) for j in listed] == [("hello", None)]
+            for path in ("/v1/analytics", "/v1/deliveries", "/v1/overview", "/v1/processor", "/ui"):
+                answer = admin.get(path)
+                assert answer.status_code == 501, (path, answer.text)
+                assert answer.json()["code"] == "not_served_here", path
+        with second.writer() as not_admin:  # the token is checked first, as everywhere
+            assert not_admin.get("/v1/overview").status_code == 401
+    finally:
+        running.stop()
+        first.stop()
+        second.stop()
+    assert "Traceback" not in first.log() + second.log(), first.log() + second.log()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--store", "postgresql://postgres@127.0.0.1/x"], "bus is missing"),
+        (["--bus", NATS_URL], "store is missing"),
+        (["--store", "mysql://x", "--bus", NATS_URL], "postgresql://"),
+        (["--store", "postgresql://postgres@127.0.0.1/x", "--bus", NATS_URL, "--partitions", "0"], "partitions 0"),
+        (["--store", "postgresql://postgres@127.0.0.1/x", "--bus", NATS_URL, "--schema", "Bad-Name"], "schema"),
+    ],
+)
+def test_serve_refuses_a_half_or_bad_scale_out_with_invalid_config(options: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "polku", "serve", "--write-key", WRITE_KEY, "--admin-token", ADMIN_TOKEN, *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "invalid_config" in output and message in output, output
