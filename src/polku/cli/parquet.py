@@ -39,12 +39,14 @@ def parquet(
     """Write the stream's events as Parquet files (one folder per day) until SIGTERM
     or SIGINT, each event exactly once however the process stops. Query them with
     DuckDB: read_parquet('OUT/day=*/*.parquet', hive_partitioning = true)."""
+    from polku.adapters.nats.stream import check_names
     from polku.adapters.postgres.schema import check_schema
     from polku.engine.parquet_feed import ParquetFeed, check_options
 
     try:
         check_options(durable=durable, max_events=batch_events, max_seconds=batch_seconds, out=out)
         check_schema(schema)
+        check_names(stream, subject_prefix)
         deployment = deployment_of(store, bus, schema, stream, subject_prefix, partitions)
     except PolkuError as error:
         fail(error)

@@ -195,6 +195,14 @@ class ParquetFeed:
         with exclusive_lock(self.out, LOCK_FILE, "Parquet consumer"):
             state = await asyncio.to_thread(files.recover, self.out)
             self.high_water = state.high_water
+            if state.incomplete:
+                part = state.incomplete[0]
+                log.warning(
+                    "deleted %d files of the incomplete batch of sequences %d-%d (written again now)",
+                    len(state.incomplete),
+                    part.first,
+                    part.last,
+                )
             deployment = self.deployment
             client = await connect(deployment.bus_url, name=f"polku-parquet {self.durable}")
             try:
@@ -290,6 +298,8 @@ class ParquetFeed:
                 await self._write(batch)
                 batch = Batch()
                 continue
+            if not batch.last:  # between batches: a configuration changed meanwhile applies to the next
+                await self._refresh_configs(postgres)
             room = self.max_events - len(batch.rows)
             try:
                 timeout = min(1.0, max(0.05, self.max_seconds - waited))
@@ -300,8 +310,6 @@ class ParquetFeed:
                 log.warning("parquet fetch failed, retrying: %s", error)
                 await asyncio.sleep(0.5)
                 continue
-            if not batch.last and not messages:
-                await self._refresh_configs(postgres)
             for message in messages:
                 seq = message.metadata.sequence.stream
                 batch.to_ack = message

@@ -108,7 +108,11 @@ async def list_surveys(request: Request) -> Response:
     items = []
     for stored in await catalog.definitions("survey", workspace):
         # The scale-out API does not count yet: null, not a zero that is not true.
-        numbers = counts.get(stored.id, {"sent": 0, "suppressed": 0, "answered": 0, "reasons": {}}) if counts else None
+        numbers = (
+            counts.get(stored.id, {"sent": 0, "suppressed": 0, "answered": 0, "reasons": {}})
+            if counts is not None
+            else None
+        )
         items.append({**survey_summary(stored), "last_30_days": numbers})
     return json_response({"surveys": items})
 

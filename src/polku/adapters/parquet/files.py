@@ -18,6 +18,7 @@ manifest has to agree with the files.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import defaultdict
@@ -86,7 +87,12 @@ def parse_name(day_folder: str, name: str) -> PartFile | None:
 
 def day_of(ts_ms: int) -> str:
     """The UTC day of a time in milliseconds: ``YYYY-MM-DD``."""
-    return datetime.fromtimestamp(ts_ms // DAY_MS * 86_400, UTC).strftime("%Y-%m-%d")
+    return _day_name(ts_ms // DAY_MS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_name(day_number: int) -> str:
+    return datetime.fromtimestamp(day_number * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 def scan(out: Path) -> list[PartFile]:
@@ -149,7 +155,8 @@ def written(parts: Iterable[PartFile]) -> Written:
 
 def recover(out: Path) -> Written:
     """Make ``out`` hold complete batches only: delete temporary files and the files
-    of an incomplete last batch (a crash between renames). Returns what is written."""
+    of an incomplete last batch (a crash between renames). Returns what is written
+    (its ``incomplete``: the files deleted)."""
     out.mkdir(parents=True, exist_ok=True)
     for folder in out.iterdir():
         if folder.is_dir() and _DAY.fullmatch(folder.name):
@@ -161,7 +168,7 @@ def recover(out: Path) -> Written:
         part.path(out).unlink()
     if state.incomplete:
         _sync_dirs({part.path(out).parent for part in state.incomplete})
-    return Written(state.high_water, (), state.files)
+    return state
 
 
 def split_by_day(days: Sequence[str]) -> dict[str, list[int]]:
