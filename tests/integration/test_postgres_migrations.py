@@ -204,3 +204,23 @@ def test_status_exits_1_while_any_track_is_pending(database: str, schema: str) -
     assert f"{total} pending: run `polku db migrate`" in output
     for track in TRACKS:
         assert track.name in output
+
+
+async def test_the_coordination_track_upgrades_in_place_with_its_workers(database: str, schema: str) -> None:
+    """Version 2 of the coordination track adds the workers' commit-log position: a
+    deployment running version 1 keeps its workers, leases and commit log."""
+    from polku.adapters.postgres import coordination_schema
+    from polku.adapters.postgres import schema as runner
+
+    first = coordination_schema.MIGRATIONS[:1]
+    table = coordination_schema.TRACK_TABLE
+    assert await runner.migrate(database, schema=schema, migrations=first, table=table) == [1]
+    with psycopg.connect(database, options=f"-c search_path={schema}") as connection:
+        connection.execute("INSERT INTO workers (id, role, host, pid) VALUES ('w1', 'worker', 'h', 1)")
+        connection.execute("INSERT INTO partition_leases (stream, partition, owner, epoch) VALUES ('S', 0, 'w1', 4)")
+        connection.execute("INSERT INTO state_commits (id, owner, keys) VALUES (7, 'w1', ARRAY['c|x'])")
+    assert await coordination_schema.migrate(database, schema=schema) == [2]
+    with psycopg.connect(database, options=f"-c search_path={schema}") as connection:
+        assert connection.execute("SELECT id, role, commits_seen FROM workers").fetchall() == [("w1", "worker", None)]
+        assert connection.execute("SELECT owner, epoch FROM partition_leases").fetchall() == [("w1", 4)]
+        assert connection.execute("SELECT id, keys FROM state_commits").fetchall() == [(7, ["c|x"])]

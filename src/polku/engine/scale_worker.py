@@ -48,6 +48,7 @@ from polku.adapters.postgres.schema import check_url as check_store_url
 from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.core.errors import ConfigError, StoreUnavailable
 from polku.core.events import Event
+from polku.engine.runtime import INTERNAL_SOURCE
 from polku.engine.shared_state import (
     DuplicateMessages,
     LeaseLost,
@@ -56,7 +57,8 @@ from polku.engine.shared_state import (
     StateConflict,
     TrackingStore,
 )
-from polku.engine.worker import CONFIG_REFRESH_S, forward_outbox, wall_clock_ms
+from polku.engine.worker import CONFIG_REFRESH_S, wall_clock_ms
+from polku.ports import AppendBatch
 
 log = logging.getLogger("polku.worker")
 _decode_event = msgspec.json.Decoder(Event).decode
@@ -106,6 +108,35 @@ class ScaleOut:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def forward_claimed_outbox(
+    pool: ConnectionPool[psycopg.Connection[Any]], event_log: NatsEventLog, limit: int = 1000
+) -> int:
+    """Publish the events the workers' commits wrote to ``log_outbox``, each by one
+    worker: rows are claimed with ``FOR UPDATE SKIP LOCKED`` and deleted in the same
+    transaction once NATS acknowledged them. A worker killed in between leaves them
+    to be published again, with the same messageIds (a duplicate in the stream's
+    window, and the index's unique key after it)."""
+    total = 0
+    while True:
+        with pool.connection() as connection, connection.transaction():
+            entries = connection.execute(
+                "SELECT id, workspace, body FROM log_outbox ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED", (limit,)
+            ).fetchall()
+            if not entries:
+                return total
+            by_workspace: dict[str, list[Event]] = {}
+            for _, workspace, body in entries:
+                by_workspace.setdefault(workspace, []).append(_decode_event(bytes(body)))
+            for workspace, events in by_workspace.items():
+                await event_log.append(
+                    AppendBatch(workspace=workspace, source=INTERNAL_SOURCE, received_ms=wall_clock_ms(), events=events)
+                )
+            connection.execute("DELETE FROM log_outbox WHERE id = ANY(%s)", ([int(row[0]) for row in entries],))
+        total += len(entries)
+        if len(entries) < limit:
+            return total
 
 
 async def migrate_all(deployment: ScaleOut) -> None:
@@ -216,14 +247,17 @@ class Worker:
             positions=feed.positions,
             applied=feed.applied,
             reads=reads,
+            epochs=feed.epochs,
         )
         store = await asyncio.to_thread(
             PostgresStateStore,
             deployment.store_url,
             schema=deployment.schema,
+            scope=None,  # the checkpoints are per partition (the guard's)
             timer_partitions=deployment.partitions,
             owned_partitions=lambda: list(feed.held),
             commit_hook=guard.hook,
+            on_timers=guard.timers_fired,
         )
         leases = PartitionLeases(
             deployment.store_url,
@@ -232,6 +266,7 @@ class Worker:
             stream=deployment.stream,
             partitions=deployment.partitions,
         )
+        leases.commits_seen = lambda: guard.seen
         await leases.connect()
         try:
             tracking = TrackingStore(store, reads)
@@ -321,7 +356,7 @@ class Worker:
                 continue
             self.applied += done
             await feed.acknowledge()
-            await forward_outbox(store, event_log)
+            await forward_claimed_outbox(pool, event_log)
             if not done:
                 feed.arrived.clear()
                 if not feed.buffered():

@@ -2,17 +2,19 @@
 (``PostgresStateStore(commit_hook=…)``; docs/scale-out.md).
 
 Under one transaction-scoped advisory lock (commits of the processors are serialized;
-their work is not):
+their work is not), after step 0:
 
+0. **Index and permanent deduplication** (before the lock: a unique key needs none).
+   The applied messages go into the ``events`` table (what ``GET /v1/events`` reads;
+   the worker is the indexer). Its ``UNIQUE (workspace, message_id)`` finds a message
+   sent again after the stream's duplicate window: stored twice in the stream, it must
+   be applied once, so the batch rolls back with ``DuplicateMessages`` and runs again
+   without it.
 1. **Fencing.** The lease rows of the partitions whose messages the batch applied are
    locked and must still name this worker with the epoch it took them at; otherwise
    ``LeaseLost`` and nothing commits. Their checkpoints move to the batch's last
-   sequence in each.
-2. **Index and permanent deduplication.** The applied messages go into the
-   ``events`` table (what ``GET /v1/events`` reads; the worker is the indexer). Its
-   ``UNIQUE (workspace, message_id)`` finds a message sent again after the stream's
-   duplicate window: stored twice in the stream, it must be applied once, so the
-   batch rolls back with ``DuplicateMessages`` and runs again without it.
+   sequence in each. The partitions whose timers the batch fired are fenced the same
+   way, at the epoch they were held at when the timers were read.
 3. **Validation.** Commits of other workers since this worker last looked whose keys
    meet what this batch read or wrote are a ``StateConflict`` (run the batch again).
 4. **Record.** This commit's written keys go to ``state_commits``.
@@ -57,7 +59,15 @@ def commit_lock_key(schema: str) -> int:
 
 class CommitGuard:
     def __init__(
-        self, *, owner: str, stream: str, schema: str, positions: Positions, applied: Applied, reads: set[str]
+        self,
+        *,
+        owner: str,
+        stream: str,
+        schema: str,
+        positions: Positions,
+        applied: Applied,
+        reads: set[str],
+        epochs: Callable[[], Mapping[int, int]] = dict,
     ) -> None:
         self.owner = owner
         self.stream = stream
@@ -67,8 +77,10 @@ class CommitGuard:
         self.reads = reads
         self.seen = 0
         """The last commit of the log this worker's caches reflect."""
+        self.epochs = epochs
         self._evict: set[str] = set()
         self._seen_after = 0
+        self._timer_epochs: dict[int, int] = {}
         self.conflicts = 0
 
     def start(self, connection: Connection) -> None:
@@ -82,10 +94,23 @@ class CommitGuard:
         self.seen = max(self.seen, newest)
         return keys
 
+    def timers_fired(self, partitions: set[int]) -> None:
+        """The store's ``on_timers``: the partitions whose timers the batch fires, with
+        the epochs this worker holds them at now (checked again at commit)."""
+        epochs = self.epochs()
+        self._timer_epochs = {p: epochs[p] for p in partitions if p in epochs}
+        lost = sorted(partitions - self._timer_epochs.keys())
+        if lost:  # given up between the read and now: fence them as lost at commit
+            self._timer_epochs.update(dict.fromkeys(lost, -1))
+
     def hook(self, connection: Connection, changes: StateChanges) -> None:
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock,))
-        self._fence(connection, self.positions(changes.checkpoint))
+        # The index before the lock: its unique key needs no lock to catch a repeat,
+        # and it is most of the work under the lock otherwise.
         self._index(connection, self.applied(changes.checkpoint))
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock,))
+        positions = self.positions(changes.checkpoint)
+        self._fence(connection, positions)
+        self._fence_timers(connection, {p: e for p, e in self._timer_epochs.items() if p not in positions})
         foreign, newest = self._foreign(connection)
         mine = written_keys(changes) | cap_checks(self.reads)
         clash = foreign & (mine | self.reads)
@@ -109,6 +134,7 @@ class CommitGuard:
         self.seen = max(self.seen, self._seen_after)
         evict, self._evict = self._evict, set()
         self.reads.clear()
+        self._timer_epochs = {}
         return evict
 
     def _fence(self, connection: Connection, positions: Mapping[int, tuple[int, int, int]]) -> None:
@@ -146,6 +172,24 @@ class CommitGuard:
             "ON CONFLICT (stream, partition) DO UPDATE SET seq = excluded.seq",
             (self.stream, partitions, [positions[p][0] for p in partitions]),
         )
+
+    def _fence_timers(self, connection: Connection, epochs: Mapping[int, int]) -> None:
+        """A batch that fired timers of a partition commits only while this worker
+        still holds it at the epoch it read them under (its checkpoint stays)."""
+        if not epochs:
+            return
+        partitions = sorted(epochs)
+        held = {
+            partition: (owner, epoch)
+            for partition, owner, epoch in connection.execute(
+                "SELECT partition, owner, epoch FROM partition_leases WHERE stream = %s AND partition = ANY(%s) "
+                "ORDER BY partition FOR UPDATE",
+                (self.stream, partitions),
+            )
+        }
+        lost = [p for p in partitions if held.get(p) != (self.owner, epochs[p])]
+        if lost:
+            raise LeaseLost(lost)
 
     def _index(self, connection: Connection, messages: list[tuple[int, str, bytes]]) -> None:
         rows = []

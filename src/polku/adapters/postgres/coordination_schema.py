@@ -11,7 +11,8 @@ the same schema under the same advisory lock:
 - ``partition_checkpoints``: per stream and partition, the last stream sequence whose
   effects are committed; a worker taking a partition reads from the next one.
 - ``state_commits``: the keys each commit of the processors wrote, in commit order
-  (``polku.engine.shared_state``); kept a few minutes.
+  (``polku.engine.shared_state``); kept a few minutes, and always while a live
+  worker's caches reflect less (``workers.commits_seen``, step 2).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             keys TEXT[] NOT NULL
         );
         CREATE INDEX state_commits_time ON state_commits (committed_at);
+        """,
+    ),
+    Migration(
+        "coordination: the commit-log position each worker's caches reflect",
+        """
+        ALTER TABLE workers ADD COLUMN commits_seen BIGINT;
         """,
     ),
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -53,6 +54,9 @@ class PartitionLeases:
         stalled past ``FORGET_S``): the commit log it needed may be gone, so its
         caches must go too. The caller clears it."""
         self._registered = False
+        self.commits_seen: Callable[[], int] | None = None
+        """The commit-log position this worker's caches reflect (``CommitGuard.seen``),
+        published with each heartbeat: the log is kept from the lowest live one."""
 
     _connection: Connection | None = None
 
@@ -181,15 +185,23 @@ class PartitionLeases:
         await self.connection.execute(
             "DELETE FROM workers WHERE seen_at < now() - make_interval(secs => %s)", (FORGET_S,)
         )
+        # Old enough, and below every live worker's position: a worker whose step ran
+        # for longer than the age (its leases extended meanwhile) still validates
+        # against every commit since its caches were filled.
         await self.connection.execute(
-            "DELETE FROM state_commits WHERE committed_at < now() - make_interval(secs => %s)", (COMMIT_LOG_KEEP_S,)
+            "DELETE FROM state_commits WHERE committed_at < now() - make_interval(secs => %s) AND id <= ("
+            "SELECT coalesce(min(commits_seen), 0) FROM workers WHERE role = 'worker' "
+            "AND seen_at > now() - make_interval(secs => %s))",
+            (COMMIT_LOG_KEEP_S, FORGET_S),
         )
 
     async def _heartbeat(self) -> None:
+        seen = self.commits_seen() if self.commits_seen is not None else None
         cursor = await self.connection.execute(
-            "INSERT INTO workers (id, role, host, pid) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (id) DO UPDATE SET seen_at = now() RETURNING (xmax = 0)",
-            (self.owner, self.role, socket.gethostname(), os.getpid()),
+            "INSERT INTO workers (id, role, host, pid, commits_seen) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (id) DO UPDATE SET seen_at = now(), commits_seen = excluded.commits_seen "
+            "RETURNING (xmax = 0)",
+            (self.owner, self.role, socket.gethostname(), os.getpid(), seen),
         )
         row = await cursor.fetchone()
         inserted = bool(row and row[0])

@@ -136,10 +136,13 @@ class PostgresStateStore:
 
     ``migrate`` applies the state's pending migrations on open; without it, a schema
     that is not at this polku's version is refused (``ConfigError``). ``scope`` names
-    this processor's checkpoint (one row of ``checkpoints``). ``timer_partitions`` is
+    this processor's checkpoint (one row of ``checkpoints``); ``None`` keeps none here
+    (the workers keep theirs per partition, in their ``commit_hook``: one row that
+    every worker wrote would serialize their commits and mean nothing). ``timer_partitions`` is
     the stream's partition count: each timer is stored with its partition, and when
     ``owned_partitions`` is given, ``due_timers`` (and ``journey_holders_due``) return
-    only the timers of the partitions it names at the moment of the call. ``commit_hook(connection, changes)`` runs in the batch's
+    only the timers of the partitions it names at the moment of the call, and
+    ``on_timers`` learns the partitions of the timers each call returned (to fence them). ``commit_hook(connection, changes)`` runs in the batch's
     transaction after its writes and before COMMIT; if it raises, the transaction
     rolls back and its exception is raised (a connection failure as
     ``StoreUnavailable``, like every other in the transaction)."""
@@ -150,10 +153,11 @@ class PostgresStateStore:
         *,
         schema: str = DEFAULT_SCHEMA,
         migrate: bool = True,
-        scope: str = "processor",
+        scope: str | None = "processor",
         timer_partitions: int = 1,
         owned_partitions: Callable[[], Collection[int]] | None = None,
         commit_hook: CommitHook | None = None,
+        on_timers: Callable[[set[int]], None] | None = None,
     ) -> None:
         if timer_partitions < 1:
             raise ValueError(f"timer_partitions must be at least 1, not {timer_partitions}")
@@ -163,6 +167,7 @@ class PostgresStateStore:
         self.timer_partitions = timer_partitions
         self.owned_partitions = owned_partitions
         self.commit_hook = commit_hook
+        self.on_timers = on_timers
         if migrate:
             _run(state_schema.migrate(self.url, schema=self.schema))
         else:
@@ -230,6 +235,8 @@ class PostgresStateStore:
         return self._meta("identity_epoch").hex()
 
     def checkpoint(self) -> int:
+        if self.scope is None:  # kept per partition, by the commit hook
+            return 0
         row = self._one("SELECT seq FROM checkpoints WHERE scope = %s", (self.scope,))
         return 0 if row is None else int(row[0])
 
@@ -389,11 +396,13 @@ class PostgresStateStore:
             )
         else:
             rows = self._all(
-                "SELECT workspace, customer_id, due_ms FROM timers WHERE part = ANY(%s::integer[]) AND due_ms <= %s "
-                "ORDER BY due_ms, workspace, customer_id LIMIT %s",
+                "SELECT workspace, customer_id, due_ms, part FROM timers WHERE part = ANY(%s::integer[]) "
+                "AND due_ms <= %s ORDER BY due_ms, workspace, customer_id LIMIT %s",
                 (owned, now_ms, limit),
             )
-        return [(workspace, holder, due_ms) for workspace, holder, due_ms in rows]
+            if self.on_timers is not None:
+                self.on_timers({int(row[3]) for row in rows})
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def journey_state(self, workspace: str, holder: str) -> JourneyState | None:
         row = self._one("SELECT body FROM journey_states WHERE workspace = %s AND holder = %s", (workspace, holder))
@@ -439,7 +448,8 @@ class PostgresStateStore:
             with connection.pipeline():
                 for query, rows in batch_statements(changes, self.timer_partitions):
                     cursor.execute(query, _columns(rows))
-                cursor.execute(_SAVE_CHECKPOINT, _columns([(self.scope, changes.checkpoint)]))
+                if self.scope is not None:
+                    cursor.execute(_SAVE_CHECKPOINT, _columns([(self.scope, changes.checkpoint)]))
             if self.commit_hook is not None:
                 self.commit_hook(connection, changes)
 
