@@ -21,6 +21,16 @@ from tests.integration.scale_processes import api_server, worker
 from polku.engine.scale_worker import ScaleOut
 
 pytestmark = pytest.mark.anyio
+CONFIG = "channels:\n  email: {type: smtp, port: 2525, sender: shop@example.com}\n"
+JOURNEY = """
+id: hello
+entry: {event: Signed Up}
+steps:
+  - id: pause
+    wait: 1h
+  - id: tell
+    action: {channel: email, subject: "Hello", body: "Hi"}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -67,26 +77,30 @@ async def test_two_api_processes_take_in_and_answer_from_the_shared_state(deploy
     running = worker(deployment, tmp_path / "worker.log")
     first.start(timeout=60)
     second.start(timeout=60)  # the same default workspace and keys: created once
-    running.start()
     try:
+        # The catalog is shared: what is set through one is read through the other.
+        with first.admin() as admin:
+            assert admin.put("/v1/workspace/config", content=CONFIG).status_code == 200
+            assert admin.put("/v1/journeys/hello", content=JOURNEY).status_code == 201
+        with second.admin() as admin:
+            assert admin.get("/v1/workspace/config").json()["config"]["channels"]["email"]["port"] == 2525
+            assert admin.get("/v1/journeys/hello").json()["id"] == "hello"
+        running.start()  # after the journey: it reads the catalog as it starts
         with first.writer() as one, second.writer() as two:
-            assert (
-                one.post(
-                    "/v1/identify", json={"userId": "ann", "messageId": "m1", "traits": {"name": "Ann"}}
-                ).status_code
-                == 200
-            )
+            identify = {"userId": "ann", "messageId": "m1", "traits": {"name": "Ann"}}
+            assert one.post("/v1/identify", json=identify).status_code == 200
             batch = [
                 {"type": "track", "userId": "ann", "event": "Viewed", "messageId": f"v{n}", "properties": {"n": n}}
                 for n in range(5)
             ]
+            batch.append({"type": "track", "userId": "ann", "event": "Signed Up", "messageId": "s1"})
             assert two.post("/v1/batch", json={"batch": batch}).status_code == 200
             # The same messages through the other process: the stream takes each once.
             again = one.post("/v1/batch", json={"batch": batch})
-            assert again.status_code == 200 and again.json()["duplicates"] == 5, again.text
+            assert again.status_code == 200 and again.json()["duplicates"] == 6, again.text
         for server in (first, second):
             profile = until(
-                lambda s=server: (p := profile_of(s, "ann")) and p["events"] == 6 and p, 60, "the worker applied"
+                lambda s=server: (p := profile_of(s, "ann")) and p["events"] == 7 and p, 60, "the worker applied"
             )
             assert profile["traits"]["name"] == "Ann"
         with second.admin() as admin:
@@ -96,18 +110,17 @@ async def test_two_api_processes_take_in_and_answer_from_the_shared_state(deploy
             assert sorted(item["properties"]["n"] for item in named) == [0, 1, 2, 3, 4]  # bodies from the index
             assert admin.get(f"/v1/profiles/{customer}/policy").status_code == 200
             events = admin.get("/v1/events", params={"limit": 100}).json()["events"]
-            assert len(events) == 6
-        # The catalog is shared: a configuration set through one is read through the other.
-        config = "channels:\n  email: {type: smtp, port: 2525, sender: shop@example.com}\n"
-        with first.admin() as admin:
-            assert admin.put("/v1/workspace/config", content=config).status_code == 200
-            journey = "id: hello\nentry: {event: Signed Up}\nsteps:\n  - id: done\n    exit: true\n"
-            assert admin.put("/v1/journeys/hello", content=journey).status_code == 201
-        with second.admin() as admin:
-            assert admin.get("/v1/workspace/config").json()["config"]["channels"]["email"]["port"] == 2525
+            assert len(events) == 7
+            # The journey reports, from the workers' state.
             listed = admin.get("/v1/journeys").json()["journeys"]
-            # Counts are not served yet on the scale-out: null, not a false zero.
-            assert [(j["id"], j["entered"]) for j in listed] == [("hello", None)]
+            assert [(j["id"], j["entered"], j["active"]) for j in listed] == [("hello", 1, 1)]
+            stats = admin.get("/v1/journeys/hello/stats").json()
+            assert stats["total"]["entered"]["total"] == 1, stats
+            mine = admin.get(f"/v1/profiles/{customer}/journeys").json()
+            assert [(i["journey"], i["step"]) for i in mine["instances"]] == [("hello", "pause")], mine
+            assert admin.get(f"/v1/profiles/{customer}/messages").json()["messages"] == []
+            context = admin.get(f"/v1/profiles/{customer}/context").json()
+            assert context["who"]["name"] == "Ann" and context["notes"] == []
             for path in ("/v1/analytics", "/v1/deliveries", "/v1/overview", "/v1/processor", "/ui"):
                 answer = admin.get(path)
                 assert answer.status_code == 501, (path, answer.text)

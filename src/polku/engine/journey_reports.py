@@ -11,9 +11,8 @@ and every decided message is a row of ``messages``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -21,13 +20,22 @@ from polku.core.events import format_millis
 from polku.core.journey_state import Instance, JourneyState, account_holder
 from polku.core.journey_stats import summarize
 
+
+class SqlReads(Protocol):
+    """What these reports need of a connection: SQLite's, or PostgreSQL's through
+    ``polku.adapters.postgres.qmark`` (so the statements here stay portable: ``?``
+    placeholders, no SQLite-only functions)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
+
+
 _decode_state = msgspec.msgpack.Decoder(JourneyState).decode
 _decode_json = msgspec.json.decode
 MAX_TRANSITIONS: Final = 1000
 MESSAGE_FIELDS: Final = ("channel", "purpose", "journey", "version", "step", "message", "to", "subject", "account")
 
 
-def stats_rows(connection: sqlite3.Connection, workspace: str, journey: str) -> list[tuple[int, str, int]]:
+def stats_rows(connection: SqlReads, workspace: str, journey: str) -> list[tuple[int, str, int]]:
     return [
         (int(version), str(metric), int(count))
         for version, metric, count in connection.execute(
@@ -37,7 +45,7 @@ def stats_rows(connection: sqlite3.Connection, workspace: str, journey: str) -> 
     ]
 
 
-def journey_totals(connection: sqlite3.Connection, workspace: str) -> dict[str, dict[str, Any]]:
+def journey_totals(connection: SqlReads, workspace: str) -> dict[str, dict[str, Any]]:
     """Per journey: ``entered``, ``active`` and ``goal`` conversions (all versions)."""
     rows: dict[str, list[tuple[int, str, int]]] = {}
     for journey, version, metric, count in connection.execute(
@@ -55,7 +63,7 @@ def journey_totals(connection: sqlite3.Connection, workspace: str) -> dict[str, 
     return totals
 
 
-def journey_state(connection: sqlite3.Connection, workspace: str, holder: str) -> JourneyState | None:
+def journey_state(connection: SqlReads, workspace: str, holder: str) -> JourneyState | None:
     row = connection.execute(
         "SELECT body FROM journey_states WHERE workspace = ? AND holder = ?", (workspace, holder)
     ).fetchone()
@@ -93,7 +101,7 @@ def _transition_json(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def customer_journeys(
-    connection: sqlite3.Connection,
+    connection: SqlReads,
     workspace: str,
     customer_id: str,
     accounts: Iterable[str],
@@ -130,7 +138,7 @@ def customer_journeys(
 
 
 def customer_messages(
-    connection: sqlite3.Connection,
+    connection: SqlReads,
     workspace: str,
     customer_id: str,
     now_ms: int,
@@ -172,7 +180,7 @@ def customer_messages(
     return {"customer_id": customer_id, "inbox": inbox, "messages": messages}
 
 
-def agent_notes(connection: sqlite3.Connection, workspace: str, customer_id: str) -> list[dict[str, Any]]:
+def agent_notes(connection: SqlReads, workspace: str, customer_id: str) -> list[dict[str, Any]]:
     """The customer's agent notes, newest first (the agent view)."""
     state = journey_state(connection, workspace, customer_id)
     return [

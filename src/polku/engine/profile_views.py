@@ -12,6 +12,7 @@ from typing import Any, Final
 import msgspec
 
 from polku.adapters.postgres.log_reader import PostgresLogReader
+from polku.adapters.postgres.qmark import QmarkConnection
 from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import StateReads, open_state_reader
@@ -20,7 +21,7 @@ from polku.core.errors import InvalidInput, NotFound, NotServedHere
 from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
 from polku.core.profile import Profile, identifiers_by_type
-from polku.engine.journey_reports import agent_notes
+from polku.engine.journey_reports import SqlReads, agent_notes
 from polku.engine.policy_views import contact_policy
 from polku.engine.runtime import WorkspaceRuntime
 from polku.state import Account, TimelineRow
@@ -57,6 +58,7 @@ class ProfileViews:
     def __init__(self, state: StateReads | PostgresStateStore, log: SqliteLogReader | PostgresLogReader) -> None:
         self.state = state
         self.log = log
+        self._qmark: QmarkConnection | None = None
 
     @classmethod
     def of_files(cls, data_dir: Path) -> ProfileViews:
@@ -68,7 +70,19 @@ class ProfileViews:
             PostgresStateStore(store_url, schema=schema, migrate=False), PostgresLogReader(store_url, schema=schema)
         )
 
+    @property
+    def reports(self) -> SqlReads:
+        """A connection for the journey reports (``journey_reports``), on either
+        deployment."""
+        if isinstance(self.state, StateReads):
+            return self.state.connection
+        if self._qmark is None:
+            self._qmark = QmarkConnection(self.state.url, schema=self.state.schema)
+        return self._qmark
+
     def close(self) -> None:
+        if self._qmark is not None:
+            self._qmark.close()
         if isinstance(self.state, StateReads):
             self.state.connection.close()
         else:
@@ -268,7 +282,6 @@ class ProfileViews:
     def context(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:
         """Who this is, what they just did across channels, what they bought, how
         they felt, and the likely reason they are contacting us now."""
-        state, _ = self.sqlite("the agent view (its notes)")
         profile_view = self.profile_json(workspace, runtime, customer_id, now_ms)
         rows = [row for row in self.state.timeline(workspace, customer_id, limit=CONTEXT_SCAN) if not row.internal]
         purchase_names = set(runtime.agent_view.purchase_events)
@@ -301,7 +314,7 @@ class ProfileViews:
             "latest_feedback": profile_view["feedback"],
             "segments": list(profile_view["segments"]),
             "attributes": profile_view["attributes"],
-            "notes": agent_notes(state, workspace, customer_id),
+            "notes": agent_notes(self.reports, workspace, customer_id),
         }
 
     def interests(self, workspace: str, runtime: WorkspaceRuntime, customer_id: str, now_ms: int) -> dict[str, Any]:

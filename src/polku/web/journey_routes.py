@@ -98,18 +98,10 @@ async def list_journeys(request: Request) -> Response:
     credential = await admin_access(request, catalog)
     workspace = credential.workspace
     stored = await catalog.journeys(workspace)
-    totals = await _profiles(request).run(
-        lambda views: journey_totals(views.sql, workspace) if views.embedded else None
-    )
+    totals = await _profiles(request).run(lambda views: journey_totals(views.reports, workspace))
     items = []
     for journey in stored:
-        # The scale-out API does not count yet: null, not a zero that is not true.
-        empty = (
-            {"entered": 0, "active": 0, "goal": 0}
-            if totals is not None
-            else dict.fromkeys(("entered", "active", "goal"))
-        )
-        counts = (totals or {}).get(journey.id, empty)
+        counts = totals.get(journey.id, {"entered": 0, "active": 0, "goal": 0})
         items.append({**journey_summary(journey), "name": journey_name(journey), **counts})
     return json_response({"journeys": items})
 
@@ -162,9 +154,7 @@ async def journey_stats(request: Request) -> Response:
     credential = await admin_access(request, catalog)
     workspace = credential.workspace
     journey = await catalog.journey(workspace, request.path_params["journey_id"])
-    rows = await _profiles(request).run(
-        lambda views: stats_rows(views.sqlite("journey statistics")[0], workspace, journey.id)
-    )
+    rows = await _profiles(request).run(lambda views: stats_rows(views.reports, workspace, journey.id))
     return json_response({**journey_summary(journey), **summarize(rows)})
 
 
@@ -176,9 +166,7 @@ async def profile_journeys(request: Request) -> Response:
     def read(views: ProfileViews) -> dict[str, Any]:
         profile = views.state.profile(workspace, customer_id)
         accounts = list(profile.accounts) if profile is not None else []
-        return customer_journeys(
-            views.sqlite("a customer's journeys")[0], workspace, customer_id, accounts, journey=journey, limit=limit
-        )
+        return customer_journeys(views.reports, workspace, customer_id, accounts, journey=journey, limit=limit)
 
     return json_response(await _profiles(request).run(read))
 
@@ -190,9 +178,7 @@ async def profile_messages(request: Request) -> Response:
     now = wall_clock_ms()
     return json_response(
         await _profiles(request).run(
-            lambda views: customer_messages(
-                views.sqlite("a customer's messages")[0], workspace, customer_id, now, journey=journey, limit=limit
-            )
+            lambda views: customer_messages(views.reports, workspace, customer_id, now, journey=journey, limit=limit)
         )
     )
 
