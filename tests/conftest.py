@@ -74,6 +74,7 @@ class ServerProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
+        self.kill()  # not left running behind the failure
         raise RuntimeError(f"polku serve did not become ready in {timeout}s:\n{self.log()}")
 
     def kill(self) -> None:

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from polku.engine.scale_worker import ScaleOut
 
 
+OLDER_NAMES: dict[str, str] = {"schema": "POLKU_STORE_SCHEMA"}
+"""Environment variables read when ``POLKU_<NAME>`` is not set (the other roles' CLI
+options take both names too)."""
+
+
 def _setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -76,6 +81,8 @@ class Settings:
             raw = flags.get(f.name)
             if raw is None:
                 raw = environ.get(f"POLKU_{f.name.upper()}")
+            if raw is None and f.name in OLDER_NAMES:
+                raw = environ.get(OLDER_NAMES[f.name])
             if raw is None:
                 continue
             values[f.name] = _convert(f.name, f.default, raw)

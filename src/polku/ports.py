@@ -251,6 +251,14 @@ class Catalog(Protocol):
     ) -> StoredJourney: ...
 
 
+class SqlReads(Protocol):
+    """A connection the shared report SQL runs on: SQLite's own, or PostgreSQL's
+    through ``polku.adapters.postgres.qmark`` (so that SQL stays portable: ``?``
+    placeholders, nothing SQLite-only, tables named and shaped alike in both)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
+
+
 class LogReader(Protocol):
     """The processor's side of the event log: read in order after a checkpoint,
     fetch bodies by position, and the workspaces' stored configurations."""

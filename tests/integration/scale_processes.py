@@ -111,6 +111,7 @@ class NatsServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return
             time.sleep(0.05)
+        self.kill()
         raise AssertionError(f"nats-server did not start in {timeout_s} s")
 
     def kill(self) -> None:
@@ -123,8 +124,8 @@ class NatsServer:
 def nats_server(directory: Path) -> Iterator[NatsServer]:
     assert os.path.exists(NATS_SERVER), f"{NATS_SERVER} is missing (apt-get install nats-server)"
     server = NatsServer(store_dir=directory / "nats-store", log_path=directory / "nats.log")
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.kill()

@@ -5,6 +5,7 @@ the reads from PostgreSQL; what only the embedded deployment serves answers 501.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -75,9 +76,9 @@ async def test_two_api_processes_take_in_and_answer_from_the_shared_state(deploy
     first = api_server(deployment, tmp_path / "api-1")
     second = api_server(deployment, tmp_path / "api-2")
     running = worker(deployment, tmp_path / "worker.log")
-    first.start(timeout=60)
-    second.start(timeout=60)  # the same default workspace and keys: created once
     try:
+        first.start(timeout=60)
+        second.start(timeout=60)  # the same default workspace and keys: created once
         # The catalog is shared: what is set through one is read through the other.
         with first.admin() as admin:
             assert admin.put("/v1/workspace/config", content=CONFIG).status_code == 200
@@ -121,6 +122,12 @@ async def test_two_api_processes_take_in_and_answer_from_the_shared_state(deploy
             assert admin.get(f"/v1/profiles/{customer}/messages").json()["messages"] == []
             context = admin.get(f"/v1/profiles/{customer}/context").json()
             assert context["who"]["name"] == "Ann" and context["notes"] == []
+            # Surveys, feedback and actions read the same way (none deployed: empty).
+            assert admin.get("/v1/surveys").json() == {"surveys": []}
+            assert admin.get(f"/v1/profiles/{customer}/surveys").status_code == 200
+            assert admin.get("/v1/feedback/counts").status_code == 200
+            assert admin.get("/v1/feedback/metrics", params={"metric": "nps"}).status_code == 200
+            assert admin.get("/v1/actions/stats").status_code == 200
             for path in ("/v1/analytics", "/v1/deliveries", "/v1/overview", "/v1/processor", "/ui"):
                 answer = admin.get(path)
                 assert answer.status_code == 501, (path, answer.text)
@@ -154,3 +161,70 @@ def test_serve_refuses_a_half_or_bad_scale_out_with_invalid_config(options: list
     assert result.returncode == 2, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert "invalid_config" in output and message in output, output
+
+
+@pytest.mark.parametrize("variable", ["POLKU_SCHEMA", "POLKU_STORE_SCHEMA"])
+@pytest.mark.parametrize("role", [["serve"], ["worker"], ["dispatch"], ["db", "status"]])
+def test_every_role_reads_the_schema_from_the_same_environment(variable: str, role: list[str]) -> None:
+    """One environment names one deployment: each role takes the schema from either
+    variable (here a bad one, refused before anything connects)."""
+    store, bus = "postgresql://postgres@127.0.0.1/x", NATS_URL
+    options = ["--store", store] if role == ["db", "status"] else ["--store", store, "--bus", bus]
+    result = subprocess.run(
+        [sys.executable, "-m", "polku", *role, *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, variable: "Bad-Name"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "invalid_config" in output and "Bad-Name" in output, output
+
+
+async def test_an_in_app_survey_is_listed_answered_and_counted_on_the_scale_out(
+    deployment: ScaleOut, tmp_path: Path
+) -> None:
+    """Surveys on the scale-out: a worker decides the invitation, the API lists it
+    from PostgreSQL, takes the answer (the catalog keeps it, the stream gets the
+    feedback event) and, once the worker applied it, counts it."""
+    from tests.surveys.test_survey_server import IN_APP
+
+    api = api_server(deployment, tmp_path / "api")
+    running = worker(deployment, tmp_path / "worker.log")
+    try:
+        api.start(timeout=60)
+        with api.admin() as admin:
+            deployed = admin.put(
+                "/v1/surveys/checkout-ces", content=IN_APP, headers={"content-type": "application/yaml"}
+            )
+            assert deployed.status_code == 201, deployed.text
+        running.start()  # after the survey: it reads the catalog as it starts
+        with api.writer() as writer:
+            batch = [
+                {"type": "identify", "userId": "ann", "traits": {"locale": "fi"}},
+                {"type": "track", "userId": "ann", "event": "Order Completed", "context": {"channel": "app"}},
+            ]
+            assert writer.post("/v1/batch", json={"batch": batch}).status_code == 200
+        with api.admin() as admin:
+            customer = until(lambda: (p := profile_of(api, "ann")) and p["customer_id"], 60, "the customer")
+            pending = until(lambda: admin.get(f"/v1/profiles/{customer}/surveys").json()["surveys"], 60, "the survey")
+            (item,) = pending
+            assert item["survey"]["question"] == "Kuinka helppoa maksaminen oli?"
+            answered = admin.post(f"/v1/invitations/{item['token']}/answer", json={"score": 6, "customer_id": customer})
+            assert answered.status_code == 201, answered.text
+            metrics = until(
+                lambda: (
+                    (m := admin.get("/v1/feedback/metrics", params={"metric": "ces"}).json())["groups"]
+                    and m["groups"][0]["answers"] == 1
+                    and m
+                ),
+                60,
+                "the answer applied and counted",
+            )
+            assert metrics["groups"][0]["mean"] == 6
+            listed = admin.get("/v1/surveys").json()["surveys"]
+            assert listed[0]["id"] == "checkout-ces" and listed[0]["last_30_days"]["answered"] == 1
+    finally:
+        running.stop()
+        api.stop()
+    assert "Traceback" not in api.log() + running.log(), api.log() + running.log()

@@ -228,3 +228,17 @@ def test_options_are_checked(tmp_path: Path, options: dict[str, Any], field: str
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="not a folder"):
         check_options(**{**arguments, "out": tmp_path / "file"})
+
+
+def test_each_folder_has_a_consumer_of_its_own(tmp_path: Path) -> None:
+    """Two consumers writing two folders must not share one durable consumer (each
+    start re-places it, which would move the other's)."""
+    from polku.engine.parquet_feed import folder_consumer
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    name = folder_consumer(first)
+    assert name.startswith("polku-parquet-") and folder_consumer(first) == name  # kept
+    assert folder_consumer(second) != name
+    assert [entry.name for entry in first.iterdir()] == [".polku-parquet-id"]

@@ -21,7 +21,12 @@ Store = Annotated[
     ),
 ]
 Schema = Annotated[
-    str, typer.Option(envvar="POLKU_STORE_SCHEMA", help="Schema polku's tables live in (env POLKU_STORE_SCHEMA).")
+    str,
+    typer.Option(
+        # POLKU_SCHEMA as `polku serve` reads it; POLKU_STORE_SCHEMA is the older name.
+        envvar=["POLKU_SCHEMA", "POLKU_STORE_SCHEMA"],
+        help="Schema polku's tables live in (env POLKU_SCHEMA).",
+    ),
 ]
 
 

@@ -26,8 +26,12 @@ def parquet(
     subject_prefix: SubjectPrefix = "polku.ev",
     partitions: Partitions = 64,
     durable: Annotated[
-        str, typer.Option(help="Name of the durable JetStream consumer: one per output folder.")
-    ] = "polku-parquet",
+        str | None,
+        typer.Option(
+            help="Name of the durable JetStream consumer (default: polku-parquet-<the folder's id>, "
+            "made on its first use, so two folders never share one)."
+        ),
+    ] = None,
     batch_events: Annotated[
         int, typer.Option(help="Write a batch once it holds this many events (1–1,000,000).")
     ] = 50_000,

@@ -3,7 +3,6 @@ version), and what the model has learned — the JSON the API and the CLI share.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from polku.adapters.sqlite import survey_store
@@ -14,7 +13,7 @@ from polku.core.journey_stats import uplift_interval, wilson_interval
 from polku.core.yaml_source import located
 from polku.engine.decision_feedback import HOLDOUT_ARM, TREATMENT_ARM
 from polku.engine.decision_service import CATALOGUE_ID
-from polku.ports import Catalog
+from polku.ports import Catalog, SqlReads
 
 
 async def check_catalogue(
@@ -40,7 +39,7 @@ async def deploy_catalogue(catalog: Catalog, workspace: str, body: bytes | str, 
     return await catalog.deploy_definition("actions", workspace, CATALOGUE_ID, text, now)
 
 
-def learned(connection: sqlite3.Connection, workspace: str, catalogue: Catalogue | None) -> dict[str, Any]:
+def learned(connection: SqlReads, workspace: str, catalogue: Catalogue | None) -> dict[str, Any]:
     """Per action and learning group: offers, acceptances, rejections, the posterior
     mean propensity and its 95 % interval; and the global holdout's uplift."""
     stats = survey_store.action_stats(connection, workspace)

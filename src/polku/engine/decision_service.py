@@ -146,7 +146,7 @@ class DecisionService:
             if stats is None:
                 stats = {
                     key: (offers, accepts)
-                    for key, (offers, accepts, _) in survey_store.action_stats(views.sql, call.workspace).items()
+                    for key, (offers, accepts, _) in survey_store.action_stats(views.reports, call.workspace).items()
                 }
             customer_id = views.find(call.workspace, runtime, call.kind, call.value)
             profile = views.state.profile(call.workspace, customer_id)
@@ -159,10 +159,10 @@ class DecisionService:
                 {account_id: account.trait_values() for account_id, account in accounts.items()},
                 now,
             )
-            state = journey_state(views.sql, call.workspace, customer_id) or JourneyState()
+            state = journey_state(views.reports, call.workspace, customer_id) or JourneyState()
             account_sent = {
                 account_id: (
-                    journey_state(views.sql, call.workspace, account_holder(account_id)) or JourneyState()
+                    journey_state(views.reports, call.workspace, account_holder(account_id)) or JourneyState()
                 ).sent
                 for account_id in sorted(profile.accounts)
             }
@@ -279,7 +279,7 @@ class DecisionService:
         if self._secret is None:
             self._secret = views.state.survey_secret()
         for record, answered in survey_store.invitations(
-            views.sql, workspace, customer_ids=[customer_id], status="sent", channel="in_app", limit=5
+            views.reports, workspace, customer_ids=[customer_id], status="sent", channel="in_app", limit=5
         ):
             if answered or record.expires_ms <= now:
                 continue

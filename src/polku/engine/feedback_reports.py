@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from polku.core.errors import InvalidInput
 from polku.core.feedback_metrics import GROUPINGS, Answer, breakdown, summarize
 from polku.core.journey_state import InvitationRecord
 from polku.core.profile import FEEDBACK_METRICS
+from polku.ports import SqlReads
 from polku.state import FeedbackRow
 
 DAY_MS: Final = 86_400_000
@@ -75,7 +75,7 @@ class PeriodRows:
     invitations: list[InvitationRecord]
 
     @classmethod
-    def read(cls, connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int) -> PeriodRows:
+    def read(cls, connection: SqlReads, workspace: str, since_ms: int, until_ms: int) -> PeriodRows:
         return cls(
             since_ms,
             until_ms,
@@ -85,7 +85,7 @@ class PeriodRows:
 
 
 def feedback_metrics(
-    connection: sqlite3.Connection, workspace: str, query: MetricQuery, now_ms: int, *, period: PeriodRows | None = None
+    connection: SqlReads, workspace: str, query: MetricQuery, now_ms: int, *, period: PeriodRows | None = None
 ) -> dict[str, Any]:
     """The metric overall or by a grouping, with intervals, and the response rate of
     the invitations of the period (answers to invitations / invitations sent).
@@ -142,7 +142,7 @@ def feedback_metrics(
     }
 
 
-def answer_counts(connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int = 0) -> dict[str, int]:
+def answer_counts(connection: SqlReads, workspace: str, since_ms: int, until_ms: int = 0) -> dict[str, int]:
     """Answers per metric from ``since_ms`` (until ``until_ms``, exclusive, when
     given); only the metrics answered (an index read)."""
     sql = "SELECT metric, count(*) FROM feedback WHERE workspace = ? AND ts_ms >= ?"
@@ -154,7 +154,7 @@ def answer_counts(connection: sqlite3.Connection, workspace: str, since_ms: int,
     return {str(metric): int(count) for metric, count in rows}
 
 
-def feedback_counts(connection: sqlite3.Connection, workspace: str, days: int, now_ms: int) -> dict[str, Any]:
+def feedback_counts(connection: SqlReads, workspace: str, days: int, now_ms: int) -> dict[str, Any]:
     """Answers per metric in the last ``days`` days, every metric named, and the one
     most answered (NPS, then CSAT, on a tie): the metric the dashboard's feedback
     page shows first."""
@@ -216,7 +216,7 @@ def invitation_view(record: InvitationRecord, answered: bool) -> dict[str, Any]:
     }
 
 
-def survey_counts(connection: sqlite3.Connection, workspace: str, survey: str | None, since_ms: int) -> dict[str, Any]:
+def survey_counts(connection: SqlReads, workspace: str, survey: str | None, since_ms: int) -> dict[str, Any]:
     """Invitations sent and not sent (by reason), per survey."""
     found: dict[str, dict[str, Any]] = {}
     for survey_id, status, reason, count in survey_store.reason_counts(connection, workspace, survey, since_ms):

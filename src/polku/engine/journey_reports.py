@@ -12,22 +12,14 @@ and every decided message is a row of ``messages``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 
 from polku.core.events import format_millis
 from polku.core.journey_state import Instance, JourneyState, account_holder
 from polku.core.journey_stats import summarize
-
-
-class SqlReads(Protocol):
-    """What these reports need of a connection: SQLite's, or PostgreSQL's through
-    ``polku.adapters.postgres.qmark`` (so the statements here stay portable: ``?``
-    placeholders, no SQLite-only functions)."""
-
-    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
-
+from polku.ports import SqlReads
 
 _decode_state = msgspec.msgpack.Decoder(JourneyState).decode
 _decode_json = msgspec.json.decode

@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,13 +176,14 @@ class ParquetFeed:
         deployment: ScaleOut,
         out: Path,
         *,
-        durable: str = DEFAULT_DURABLE,
+        durable: str | None = None,
         max_events: int = MAX_EVENTS,
         max_seconds: float = MAX_SECONDS,
     ) -> None:
         self.deployment = deployment
         self.out = out
-        self.durable = durable
+        self.durable = durable or ""
+        """Set from the folder's id at the start unless given."""
         self.max_events = max_events
         self.max_seconds = max_seconds
         self.high_water = 0
@@ -195,6 +198,8 @@ class ParquetFeed:
         with exclusive_lock(self.out, LOCK_FILE, "Parquet consumer"):
             state = await asyncio.to_thread(files.recover, self.out)
             self.high_water = state.high_water
+            if not self.durable:
+                self.durable = await asyncio.to_thread(folder_consumer, self.out)
             if state.incomplete:
                 part = state.incomplete[0]
                 log.warning(
@@ -222,7 +227,18 @@ class ParquetFeed:
                         extra={"out": str(self.out), "after_seq": self.high_water, "files": state.files},
                     )
                     try:
-                        await self._loop(stop, subscription, postgres)
+                        while True:
+                            try:
+                                await self._loop(stop, subscription, postgres)
+                                break
+                            except DeliveryGap as gap:
+                                # A delivery was lost on the way (a reconnect): what came
+                                # after it is not written, and the consumer starts over
+                                # after what the files hold, as at a restart.
+                                log.warning("%s; reading again after sequence %d", gap, self.high_water)
+                                with contextlib.suppress(nats.errors.Error):
+                                    await subscription.unsubscribe()
+                                subscription = await self._subscribe(js)
                     finally:
                         with contextlib.suppress(nats.errors.Error):
                             await subscription.unsubscribe()
@@ -292,6 +308,7 @@ class ParquetFeed:
     ) -> None:
         batch = Batch()
         highest = self.high_water
+        delivered = 0  # the consumer's delivery count: each delivery, redeliveries too, is the next
         while not stop.is_set():
             waited = time.monotonic() - batch.started if batch.last else 0.0
             if batch.last and (len(batch.rows) >= self.max_events or waited >= self.max_seconds):
@@ -312,6 +329,10 @@ class ParquetFeed:
                 continue
             for message in messages:
                 seq = message.metadata.sequence.stream
+                number = message.metadata.sequence.consumer
+                if delivered and number != delivered + 1:
+                    raise DeliveryGap(delivered, number)
+                delivered = number
                 batch.to_ack = message
                 if seq <= highest:
                     continue  # a redelivery: written already, or in this batch
@@ -357,9 +378,35 @@ class ParquetFeed:
             log.warning("parquet acknowledgement failed: %s", error)
 
 
-def check_options(*, durable: str, max_events: int, max_seconds: float, out: Path) -> None:
+FOLDER_ID: Final = ".polku-parquet-id"
+
+
+def folder_consumer(out: Path) -> str:
+    """The folder's consumer name, ``polku-parquet-<id>``, the id made on first use
+    (written atomically): consumers of two folders never take each other's place,
+    on one host or several."""
+    path = out / FOLDER_ID
+    if not path.exists():
+        temporary = out / f"{FOLDER_ID}.{os.getpid()}"
+        temporary.write_text(uuid.uuid4().hex[:12] + "\n")
+        with temporary.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    return f"{DEFAULT_DURABLE}-{path.read_text().strip()}"
+
+
+class DeliveryGap(Exception):
+    """The consumer delivered messages this process did not receive. JetStream would
+    deliver them again only after the acknowledgement wait, after later ones — and an
+    acknowledgement of those (acknowledge-all) would cover the lost ones too."""
+
+    def __init__(self, delivered: int, number: int) -> None:
+        super().__init__(f"deliveries {delivered + 1}-{number - 1} of the consumer did not arrive")
+
+
+def check_options(*, durable: str | None, max_events: int, max_seconds: float, out: Path) -> None:
     """The consumer's own options (``ConfigError`` naming the one that is wrong)."""
-    if not STREAM_PATTERN.fullmatch(durable):
+    if durable is not None and not STREAM_PATTERN.fullmatch(durable):
         raise ConfigError(f"consumer name {durable!r} must be letters, digits, '-' or '_'", field="durable")
     if not 1 <= max_events <= 1_000_000:
         raise ConfigError(f"batch events {max_events} is not between 1 and 1,000,000", field="batch_events")

@@ -21,9 +21,10 @@ from polku.core.errors import InvalidInput, NotFound, NotServedHere
 from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import BUILT_IN_TYPES, lookup_identifier
 from polku.core.profile import Profile, identifiers_by_type
-from polku.engine.journey_reports import SqlReads, agent_notes
+from polku.engine.journey_reports import agent_notes
 from polku.engine.policy_views import contact_policy
 from polku.engine.runtime import WorkspaceRuntime
+from polku.ports import SqlReads
 from polku.state import Account, TimelineRow
 
 _decode_event = msgspec.json.Decoder(Event).decode
@@ -66,9 +67,12 @@ class ProfileViews:
 
     @classmethod
     def of_store(cls, store_url: str, schema: str) -> ProfileViews:
-        return cls(
-            PostgresStateStore(store_url, schema=schema, migrate=False), PostgresLogReader(store_url, schema=schema)
-        )
+        state = PostgresStateStore(store_url, schema=schema, migrate=False)
+        try:
+            return cls(state, PostgresLogReader(store_url, schema=schema))
+        except BaseException:
+            state.close()
+            raise
 
     @property
     def reports(self) -> SqlReads:

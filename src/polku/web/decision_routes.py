@@ -122,9 +122,7 @@ async def action_stats(request: Request) -> Response:
         catalogue = await decision_service(request).catalogue(workspace)
     except NotFound:
         catalogue = None
-    result: dict[str, Any] = await _profiles(request).run(
-        lambda views: learned(views.sqlite("action statistics")[0], workspace, catalogue)
-    )
+    result: dict[str, Any] = await _profiles(request).run(lambda views: learned(views.reports, workspace, catalogue))
     return json_response(result)
 
 

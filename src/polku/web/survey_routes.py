@@ -75,9 +75,7 @@ def answers_service(request: Request) -> SurveyAnswers:
             return secret_box[0]
 
         async def invitation(invitation_id: str) -> Any:
-            return await profiles.run(
-                lambda views: survey_store.invitation(views.sqlite("survey invitations")[0], invitation_id)
-            )
+            return await profiles.run(lambda views: survey_store.invitation(views.reports, invitation_id))
 
         async def live_id(workspace: str, customer_id: str) -> str:
             return await profiles.run(lambda views: views.state.redirect(workspace, customer_id))
@@ -102,17 +100,10 @@ async def list_surveys(request: Request) -> Response:
     credential = await admin_access(request, catalog)
     workspace = credential.workspace
     since = wall_clock_ms() - 30 * DAY_MS
-    counts = await _profiles(request).run(
-        lambda views: survey_counts(views.sql, workspace, None, since) if views.embedded else None
-    )
+    counts = await _profiles(request).run(lambda views: survey_counts(views.reports, workspace, None, since))
     items = []
     for stored in await catalog.definitions("survey", workspace):
-        # The scale-out API does not count yet: null, not a zero that is not true.
-        numbers = (
-            counts.get(stored.id, {"sent": 0, "suppressed": 0, "answered": 0, "reasons": {}})
-            if counts is not None
-            else None
-        )
+        numbers = counts.get(stored.id, {"sent": 0, "suppressed": 0, "answered": 0, "reasons": {}})
         items.append({**survey_summary(stored), "last_30_days": numbers})
     return json_response({"surveys": items})
 
@@ -188,7 +179,7 @@ async def survey_invitations(request: Request) -> Response:
     since = _time_param(request, "since") or 0
 
     def read(views: Any) -> dict[str, Any]:
-        connection, _ = views.sqlite("survey invitations")
+        connection = views.reports
         rows = survey_store.invitations(
             connection, workspace, survey=survey_id, status=status, since_ms=since, limit=limit
         )
@@ -213,7 +204,7 @@ async def profile_surveys(request: Request) -> Response:
     now = wall_clock_ms()
 
     def read(views: Any) -> list[tuple[Any, bool]]:
-        connection, _ = views.sqlite("a customer's surveys")
+        connection = views.reports
         return survey_store.invitations(
             connection,
             workspace,
@@ -274,9 +265,7 @@ async def metrics(request: Request) -> Response:
     workspace = credential.workspace
     now = wall_clock_ms()
     return json_response(
-        await _profiles(request).run(
-            lambda views: feedback_metrics(views.sqlite("feedback metrics")[0], workspace, query, now)
-        )
+        await _profiles(request).run(lambda views: feedback_metrics(views.reports, workspace, query, now))
     )
 
 
@@ -287,9 +276,7 @@ async def counts(request: Request) -> Response:
     workspace = credential.workspace
     now = wall_clock_ms()
     return json_response(
-        await _profiles(request).run(
-            lambda views: feedback_counts(views.sqlite("feedback counts")[0], workspace, days, now)
-        )
+        await _profiles(request).run(lambda views: feedback_counts(views.reports, workspace, days, now))
     )
 
 

@@ -29,7 +29,11 @@ class PostgresLogReader(CatalogReads):
             check=ConnectionPool.check_connection,
             open=False,
         )
-        pool.open(wait=True, timeout=30)
+        try:
+            pool.open(wait=True, timeout=30)
+        except BaseException:
+            pool.close()
+            raise
         super().__init__(pool)
 
     def close(self) -> None:

@@ -178,6 +178,9 @@ class PostgresStateStore:
             max_size=4,
             kwargs={"autocommit": True, "client_encoding": "utf8", "options": f"-c search_path={self.schema}"},
             name=f"polku-state-{self.schema}",
+            # After a restart of PostgreSQL, dead connections are replaced as they
+            # leave the pool instead of failing one read or commit each.
+            check=ConnectionPool.check_connection,
             open=False,
         )
         try:

@@ -11,6 +11,7 @@ import msgspec
 
 from polku.adapters.state_records import counter_rows, feedback_answer_rows, invitation_rows
 from polku.core.journey_state import InvitationRecord
+from polku.ports import SqlReads
 from polku.state import FeedbackRow, StateChanges
 
 MAX_METRIC_ROWS: Final = 1_000_000
@@ -54,7 +55,7 @@ def write_decisions(connection: sqlite3.Connection, changes: StateChanges) -> No
     )
 
 
-def action_stats(connection: sqlite3.Connection, workspace: str) -> dict[tuple[str, str], tuple[int, int, int]]:
+def action_stats(connection: SqlReads, workspace: str) -> dict[tuple[str, str], tuple[int, int, int]]:
     return {
         (str(action), str(group)): (int(offers), int(accepts), int(rejects))
         for action, group, offers, accepts, rejects in connection.execute(
@@ -63,7 +64,7 @@ def action_stats(connection: sqlite3.Connection, workspace: str) -> dict[tuple[s
     }
 
 
-def decision_stats(connection: sqlite3.Connection, workspace: str) -> dict[str, tuple[int, int]]:
+def decision_stats(connection: SqlReads, workspace: str) -> dict[str, tuple[int, int]]:
     return {
         str(arm): (int(decisions), int(conversions))
         for arm, decisions, conversions in connection.execute(
@@ -72,12 +73,12 @@ def decision_stats(connection: sqlite3.Connection, workspace: str) -> dict[str, 
     }
 
 
-def invitation(connection: sqlite3.Connection, invitation_id: str) -> InvitationRecord | None:
+def invitation(connection: SqlReads, invitation_id: str) -> InvitationRecord | None:
     row = connection.execute("SELECT body FROM survey_invitations WHERE id = ?", (invitation_id,)).fetchone()
     return _decode_invitation(row[0]) if row else None
 
 
-def answer_of(connection: sqlite3.Connection, workspace: str, invitation_id: str) -> FeedbackRow | None:
+def answer_of(connection: SqlReads, workspace: str, invitation_id: str) -> FeedbackRow | None:
     row = connection.execute(
         "SELECT body FROM feedback WHERE workspace = ? AND key = ?", (workspace, invitation_id)
     ).fetchone()
@@ -85,7 +86,7 @@ def answer_of(connection: sqlite3.Connection, workspace: str, invitation_id: str
 
 
 def invitations(
-    connection: sqlite3.Connection,
+    connection: SqlReads,
     workspace: str,
     *,
     survey: str | None = None,
@@ -118,7 +119,7 @@ def invitations(
     return [(_decode_invitation(body), bool(answered)) for body, answered in rows]
 
 
-def merged_ids(connection: sqlite3.Connection, workspace: str, customer_id: str, limit: int = 100) -> list[str]:
+def merged_ids(connection: SqlReads, workspace: str, customer_id: str, limit: int = 100) -> list[str]:
     """The customer's id and every id merged into it (invitations keep the id the
     customer had when they were decided)."""
     found = [customer_id]
@@ -135,9 +136,7 @@ def merged_ids(connection: sqlite3.Connection, workspace: str, customer_id: str,
     return found[:limit]
 
 
-def invitation_counts(
-    connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int
-) -> list[InvitationRecord]:
+def invitation_counts(connection: SqlReads, workspace: str, since_ms: int, until_ms: int) -> list[InvitationRecord]:
     """Every sent invitation in a period (response rates)."""
     return [
         _decode_invitation(body)
@@ -149,7 +148,7 @@ def invitation_counts(
     ]
 
 
-def feedback_rows(connection: sqlite3.Connection, workspace: str, since_ms: int, until_ms: int) -> list[FeedbackRow]:
+def feedback_rows(connection: SqlReads, workspace: str, since_ms: int, until_ms: int) -> list[FeedbackRow]:
     return [
         _decode_feedback(body)
         for (body,) in connection.execute(
@@ -160,7 +159,7 @@ def feedback_rows(connection: sqlite3.Connection, workspace: str, since_ms: int,
 
 
 def reason_counts(
-    connection: sqlite3.Connection, workspace: str, survey: str | None, since_ms: int
+    connection: SqlReads, workspace: str, survey: str | None, since_ms: int
 ) -> list[tuple[str, str, str, int]]:
     """(survey, status, reason, count) of invitations decided since a moment."""
     clauses = ["workspace = ?", "created_ms >= ?"]
