@@ -228,3 +228,45 @@ async def test_an_in_app_survey_is_listed_answered_and_counted_on_the_scale_out(
         running.stop()
         api.stop()
     assert "Traceback" not in api.log() + running.log(), api.log() + running.log()
+
+
+async def test_the_chatbot_decides_and_hands_over_on_the_scale_out(deployment: ScaleOut, tmp_path: Path) -> None:
+    """Next-best-action on the scale-out: decisions read the workers' state (profile,
+    attributes, learned statistics) and a hand-over note comes back through the
+    stream into the agent view — the embedded test's story, on PostgreSQL and NATS."""
+    from tests.decisions.test_decide_server import CATALOGUE, CONFIG, YAML, decide, failures
+
+    api = api_server(deployment, tmp_path / "api")
+    running = worker(deployment, tmp_path / "worker.log")
+    try:
+        api.start(timeout=60)
+        with api.admin() as admin:
+            assert admin.put("/v1/workspace/config", content=CONFIG).status_code == 200
+            deployed = admin.put("/v1/actions", content=CATALOGUE, headers=YAML)
+            assert deployed.status_code == 201, deployed.text
+        running.start()
+        failed = {"userId": "ann", "event": "Password Reset Failed", "context": {"channel": "app"}}
+        identify = {"userId": "ann", "traits": {"first_name": "Ann", "email": "ann@example.com"}}
+        with api.admin() as admin, api.writer() as writer:
+            assert writer.post("/v1/identify", json=identify).status_code == 200
+            assert writer.post("/v1/track", json=failed).status_code == 200
+            until(lambda: failures(admin) == 1, 60, "the first failure in the profile")
+            first = decide(admin, channel="chat", context={"intent": "login_problem"})
+            assert first["actions"][0]["id"] == "reset-self-service"
+            assert first["handover"]["required"] is False
+            assert writer.post("/v1/track", json=failed).status_code == 200
+            until(lambda: failures(admin) == 2, 60, "the second failure")
+            second = decide(admin, channel="chat", context={"intent": "login_problem"})
+            assert second["handover"]["required"] is True and second["handover"]["reasons"] == ["repeated_failure"]
+            customer = second["customer_id"]
+
+            def noted() -> list[dict[str, Any]]:
+                notes = admin.get(f"/v1/profiles/{customer}/context").json()["notes"]
+                return [note for note in notes if "Chat hand-over" in note["text"]]
+
+            (note,) = until(noted, 60, "the hand-over note in the agent view")
+            assert "repeated_failure" in note["text"]
+            assert admin.get("/v1/actions/stats").status_code == 200
+    finally:
+        running.stop()
+        api.stop()
