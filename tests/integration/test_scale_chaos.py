@@ -249,6 +249,8 @@ def test_the_scale_out_deployment_survives_kills_and_a_nats_restart(database: st
                     break
                 time.sleep(0.5)
             time.sleep(WAIT_S + 3)  # anything that should not go would have gone by now
+            with api[1].admin() as admin:  # the shared ledger, through the API
+                listed = admin.get("/v1/deliveries", params={"status": "sent", "limit": 1000}).json()["deliveries"]
         finally:
             if thread is not None:  # no restart behind the stops below
                 stop.set()
@@ -270,6 +272,7 @@ def test_the_scale_out_deployment_survives_kills_and_a_nats_restart(database: st
             for key, status, attempts in rows(deployment, "SELECT key, status, attempts FROM deliveries")
         }
         assert Counter(status for status, _ in ledger.values()) == {"sent": len(expected)}
+        assert sorted(row["key"] for row in listed) == sorted(ledger)
         repeats = {message_id: count for message_id, count in per_id.items() if count > 1}
         for message_id, count in repeats.items():
             assert count <= ledger[keys[message_id]][1], (message_id, count)  # each send was a counted attempt

@@ -19,6 +19,7 @@ from polku.adapters.sqlite.state_schema import STATE_FILE
 from polku.core.channels import OutboundMessage
 from polku.core.deliveries import STATUSES, DeliveryStatus, Due, Lane, Outcome, Settled
 from polku.core.journey_spec import BUILTIN_CHANNELS
+from polku.ports import SqlReads
 
 __all__ = ["DELIVERIES_FILE", "MAX_LIMIT", "STATUSES", "DeliveryStatus", "SqliteDeliveryLedger", "deliveries"]
 
@@ -71,7 +72,7 @@ def open_ledger(data_dir: Path) -> sqlite3.Connection:
 
 
 def deliveries(
-    source: Path | sqlite3.Connection,
+    source: Path | SqlReads,
     workspace: str,
     customer_id: str | None = None,
     status: str | None = None,
@@ -79,10 +80,11 @@ def deliveries(
 ) -> list[dict[str, Any]]:
     """The newest deliveries of a workspace (of one customer, in one status).
     ``source`` is a data directory (read-only, nothing when no dispatcher has run)
-    or an open connection to the ledger."""
+    or an open connection to the ledger: SQLite's, or the scale-out's PostgreSQL one
+    (its ``deliveries`` table has these columns too)."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-    if isinstance(source, sqlite3.Connection):
+    if not isinstance(source, Path):
         return _select(source, workspace, customer_id, status, limit)
     path = source / DELIVERIES_FILE
     if not path.exists():
@@ -99,7 +101,7 @@ def deliveries(
 
 
 def _select(
-    connection: sqlite3.Connection, workspace: str, customer_id: str | None, status: str | None, limit: int
+    connection: SqlReads, workspace: str, customer_id: str | None, status: str | None, limit: int
 ) -> list[dict[str, Any]]:
     where = ["workspace = ?"]
     parameters: list[Any] = [workspace]
