@@ -225,6 +225,11 @@ async def test_an_in_app_survey_is_listed_answered_and_counted_on_the_scale_out(
             assert metrics["groups"][0]["mean"] == 6
             listed = admin.get("/v1/surveys").json()["surveys"]
             assert listed[0]["id"] == "checkout-ces" and listed[0]["last_30_days"]["answered"] == 1
+            # The right of access reads the same state.
+            document = admin.get(f"/v1/profiles/{customer}/export").json()
+            assert [answer["score"] for answer in document["survey_answers"]] == [6]
+            assert [invitation["answered"] for invitation in document["survey_invitations"]] == [True]
+            assert "Order Completed" in {event["name"] for event in document["events"]}
     finally:
         running.stop()
         api.stop()

@@ -10,7 +10,21 @@ from typing import Annotated
 import typer
 
 from polku import __version__
-from polku.cli import actions, analyze, data, db, demo, dispatch, journeys, manage, overview, profiles, scale, surveys
+from polku.cli import (
+    actions,
+    analyze,
+    data,
+    db,
+    demo,
+    dispatch,
+    journeys,
+    manage,
+    overview,
+    privacy,
+    profiles,
+    scale,
+    surveys,
+)
 from polku.cli.store import DATA_DIR_HELP, console, fail
 from polku.config import Settings
 from polku.core.errors import PolkuError
@@ -41,6 +55,7 @@ app.add_typer(surveys.feedback_app, name="feedback")
 app.add_typer(analyze.analytics_app, name="analytics")
 app.add_typer(actions.actions_app, name="actions")
 app.add_typer(db.db_app, name="db")
+app.add_typer(privacy.privacy_app, name="privacy")
 app.command("worker")(scale.worker)
 app.command("demo")(demo.demo)
 app.command("overview")(overview.overview)

@@ -45,6 +45,14 @@ def profile_paths() -> dict[str, Any]:
             ],
             (400, 401, 404),
         ),
+        "/v1/profiles/{customer_id}/export": _read(
+            "export_profile",
+            "The right of access: everything held about the person as one JSON document (profile, consent and "
+            "policy, every event, journeys, messages, survey invitations and answers, decisions, notes); "
+            "docs/privacy.md.",
+            customer,
+            (401, 404),
+        ),
         "/v1/profiles/{customer_id}/context": _read(
             "get_context",
             "The agent view: who this is, recent interactions, purchases, feedback, likely reason for contact.",

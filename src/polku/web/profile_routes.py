@@ -133,6 +133,20 @@ async def get_profile(request: Request) -> Response:
     return json_response(await _profiles(request).run(lambda v: v.profile_json(workspace, runtime, customer_id, now)))
 
 
+async def export_profile(request: Request) -> Response:
+    """The right of access: everything held about the person, as one JSON document
+    to hand over (``polku.engine.privacy_export``; docs/privacy.md)."""
+    from polku.engine.privacy_export import export_person
+
+    workspace, runtime, customer_id = await _customer(request)
+    now = wall_clock_ms()
+    document = await _profiles(request).run(lambda v: export_person(v, workspace, runtime, customer_id, now))
+    response = json_response(document)
+    response.headers["Content-Disposition"] = f'attachment; filename="polku-export-{customer_id}.json"'
+    response.headers["Cache-Control"] = "no-store"  # personal data: no copy in any cache
+    return response
+
+
 async def get_timeline(request: Request) -> Response:
     workspace, _, customer_id = await _customer(request)
     limit = _int_param(request, "limit", 50, 1, MAX_TIMELINE_PAGE)
@@ -201,6 +215,7 @@ routes = [
     Route("/v1/profiles/lookup", lookup, methods=["GET"]),
     Route("/v1/profiles/{customer_id}", get_profile, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/timeline", get_timeline, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}/export", export_profile, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/context", get_context, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/policy", get_policy, methods=["GET"]),
     Route("/v1/accounts/{account_id}", get_account, methods=["GET"]),

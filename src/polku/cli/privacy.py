@@ -1,0 +1,80 @@
+"""``polku privacy``: what a data-protection officer does with one person
+(docs/privacy.md). ``export`` writes everything held about them as JSON."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from polku.cli.db import Schema
+from polku.cli.manage import DataDir, Workspace
+from polku.cli.profiles import _with_views
+from polku.cli.store import console
+from polku.core.errors import NotFound
+from polku.engine.profile_views import ProfileViews
+from polku.engine.runtime import WorkspaceRuntime
+from polku.engine.setup import DEFAULT_WORKSPACE
+from polku.engine.worker import wall_clock_ms
+
+privacy_app = typer.Typer(help="Find and export a person's data (docs/privacy.md).", no_args_is_help=True)
+
+
+@privacy_app.command("export")
+def privacy_export(
+    identifier: Annotated[
+        str, typer.Argument(help="A customer id, `type:value` (email:ann@example.com) or a bare identifier value.")
+    ],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="POLKU_STORE",
+            help="The scale-out deployment's PostgreSQL URL instead of --data-dir (env POLKU_STORE).",
+        ),
+    ] = None,
+    schema: Schema = "polku",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the JSON here (created 0600) instead of stdout.")
+    ] = None,
+) -> None:
+    """Everything held about one person, as JSON: profile, consent and policy, every
+    event, journeys, messages, survey invitations and answers, decisions, notes."""
+    from polku.engine.privacy_export import export_person
+
+    now = wall_clock_ms()
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> dict[str, Any]:
+        return export_person(views, workspace, runtime, views.find_any(workspace, runtime, identifier), now)
+
+    document = _with_store_views(store, schema, workspace, read) if store else _with_views(data_dir, workspace, read)
+    text = msgspec.json.format(msgspec.json.encode(document)) + b"\n"
+    if output is None:
+        sys.stdout.buffer.write(text)
+        return
+    # Personal data: readable by the owner only, and never a half-written file.
+    temporary = output.with_name(f".{output.name}.partial")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when a partial file of an earlier run was there
+    with os.fdopen(descriptor, "wb") as written:
+        written.write(text)
+    temporary.replace(output)
+    console.print(f"exported {document['customer_id']} ({len(document['events'])} events) to {output}")
+
+
+def _with_store_views(store: str, schema: str, workspace: str, function: Any) -> Any:
+    from polku.adapters.sqlite.log_reader import decode_config
+
+    views = ProfileViews.of_store(store, schema)
+    try:
+        configs = views.log.configs()
+        if workspace not in configs:
+            raise NotFound(f"workspace {workspace!r} does not exist")
+        return function(views, WorkspaceRuntime.compile(decode_config(configs[workspace])))
+    finally:
+        views.close()
