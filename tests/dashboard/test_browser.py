@@ -10,6 +10,7 @@ look a customer up by phone number, and read it all on a phone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -82,25 +83,26 @@ def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
     demo = LiveDemo(url=f"http://127.0.0.1:{port}", data_dir=data_dir, process=process)
     deadline = time.monotonic() + 240
     assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        demo.output.append(line)
-        if "Live events are flowing" in line:
-            break
-    else:
-        process.kill()
-    assert any("Live events are flowing" in line for line in demo.output), "".join(demo.output)
-    os.set_blocking(process.stdout.fileno(), False)
-    yield demo
-    os.killpg(process.pid, signal.SIGINT)
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    process.stdout.close()
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            demo.output.append(line)
+            if "Live events are flowing" in line:
+                break
+        assert any("Live events are flowing" in line for line in demo.output), "".join(demo.output)
+        os.set_blocking(process.stdout.fileno(), False)
+        yield demo
+    finally:  # also when the demo did not start: no process or pipe left behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        process.stdout.close()
 
 
 @pytest.fixture(scope="module")

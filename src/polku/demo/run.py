@@ -167,8 +167,12 @@ def _wait_caught_up(client: httpx.Client, admin: dict[str, str]) -> None:
     """Until the processor has applied the backfill and the analytics store holds it."""
     started = time.monotonic()
     while True:
-        processor = client.get("/v1/processor", headers=admin)
-        analytics = client.get("/v1/analytics", headers=admin)
+        try:
+            processor = client.get("/v1/processor", headers=admin)
+            analytics = client.get("/v1/analytics", headers=admin)
+        except httpx.TransportError:  # a connection the server closed: ask again
+            time.sleep(1)
+            continue
         # A busy store (the feed holds DuckDB's write lock) answers 503 for a moment.
         if processor.status_code != 200 or analytics.status_code != 200:
             time.sleep(1)

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -489,12 +490,26 @@ class SqliteStateStore(StateReads):
             raise
 
 
+SCHEMA_WAIT_S: Final = 10.0
+
+
 def open_state_reader(data_dir: Path) -> StateReads:
-    """A read-only view (the API's); the processor creates the file."""
+    """A read-only view (the API's); the processor creates the file. A file just
+    created holds no tables until the processor's migration commits: wait for them
+    (a read before that would fail with "no such table")."""
     path = data_dir / STATE_FILE
     if not path.exists():
         SqliteStateStore(data_dir).close()
-    return StateReads(connect(path, readonly=True))
+    connection = connect(path, readonly=True)
+    deadline = time.monotonic() + SCHEMA_WAIT_S
+    while not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkpoint'").fetchone():
+        if time.monotonic() > deadline:
+            connection.close()
+            SqliteStateStore(data_dir).close()  # no processor is making it: make it here
+            connection = connect(path, readonly=True)
+            break
+        time.sleep(0.02)
+    return StateReads(connection)
 
 
 def _write_journeys(connection: sqlite3.Connection, changes: StateChanges) -> None:
