@@ -305,7 +305,11 @@ def configure(admin: httpx.Client, smtp_port: int, http_port: int) -> None:
         "port": smtp_port,
         "sender": "latency@bench.example",
     }
-    channels[CHANNELS["webhook"]] = {"type": "webhook", "url": f"http://127.0.0.1:{http_port}/hook"}
+    channels[CHANNELS["webhook"]] = {
+        "type": "webhook",
+        "url": f"http://127.0.0.1:{http_port}/hook",
+        "allow_private_network": True,
+    }
     config["channels"] = channels
     response = admin.put("/v1/workspace/config", json=config)
     if response.status_code != 200:

@@ -70,7 +70,17 @@ async def test_retryable_failures_back_off_then_succeed(tmp_path: Path) -> None:
     clock = Clock()
     with http_receiver() as receiver:
         receiver.script = {"/hook": [(500, 0, {}), (503, 0, {}), (200, 0, {})]}
-        await configure(tmp_path, {"crm": {"type": "webhook", "url": receiver.url + "/hook", "backoff": "10s"}})
+        await configure(
+            tmp_path,
+            {
+                "crm": {
+                    "type": "webhook",
+                    "allow_private_network": True,
+                    "url": receiver.url + "/hook",
+                    "backoff": "10s",
+                }
+            },
+        )
         decide(tmp_path, message("a", "crm"))
         await drain(tmp_path, clock)
         row = ledger(tmp_path)["a"]
@@ -100,8 +110,14 @@ async def test_failures_are_dead_lettered(tmp_path: Path) -> None:
         await configure(
             tmp_path,
             {
-                "down": {"type": "webhook", "url": receiver.url + "/down", "max_attempts": 3, "backoff": "1s"},
-                "bad": {"type": "webhook", "url": receiver.url + "/bad"},
+                "down": {
+                    "type": "webhook",
+                    "allow_private_network": True,
+                    "url": receiver.url + "/down",
+                    "max_attempts": 3,
+                    "backoff": "1s",
+                },
+                "bad": {"type": "webhook", "allow_private_network": True, "url": receiver.url + "/bad"},
             },
         )
         decide(tmp_path, message("d", "down"), message("b", "bad"), message("g", "gone"))
@@ -124,7 +140,12 @@ async def test_a_slow_channel_does_not_delay_another(tmp_path: Path) -> None:
         await configure(
             tmp_path,
             {
-                "slow": {"type": "webhook", "url": receiver.url + "/slow", "concurrency": 1},
+                "slow": {
+                    "type": "webhook",
+                    "allow_private_network": True,
+                    "url": receiver.url + "/slow",
+                    "concurrency": 1,
+                },
                 "email": {"type": "smtp", "port": inbox.port, "sender": "shop@example.com"},
             },
         )
@@ -150,8 +171,8 @@ async def test_a_killed_dispatcher_resumes_without_sending_twice(tmp_path: Path)
         await configure(
             tmp_path,
             {
-                "fast": {"type": "webhook", "url": receiver.url + "/fast"},
-                "slow": {"type": "webhook", "url": receiver.url + "/slow"},
+                "fast": {"type": "webhook", "allow_private_network": True, "url": receiver.url + "/fast"},
+                "slow": {"type": "webhook", "allow_private_network": True, "url": receiver.url + "/slow"},
             },
         )
         decide(tmp_path, message("f1", "fast"), message("f2", "fast"), message("s", "slow"))

@@ -21,7 +21,7 @@ DAY = 24 * HOUR
 CONFIG = """
 channels:
   email: {type: smtp, sender: help@example.com}
-  sms: {type: webhook, url: "http://127.0.0.1:9/sms"}
+  sms: {type: webhook, url: "http://127.0.0.1:9/sms", allow_private_network: true}
 """
 
 PASSWORD_HELP = """

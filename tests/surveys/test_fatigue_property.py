@@ -18,7 +18,7 @@ from tests.surveys.helpers import DAY, HOUR, SurveyWorld
 CONFIG = """
 channels:
   email: {type: smtp, sender: feedback@example.com}
-  sms: {type: webhook, url: "http://127.0.0.1:9/sms"}
+  sms: {type: webhook, url: "http://127.0.0.1:9/sms", allow_private_network: true}
 surveys:
   fatigue: {after_invitation: 7d, after_response: 10d, account: {max: 2, per: 14d}}
 """

@@ -14,7 +14,7 @@ from tests.surveys.helpers import CSAT, DAY, HOUR, SurveyWorld, reasons
 CONFIG = """
 channels:
   email: {type: smtp, sender: feedback@example.com}
-  sms: {type: webhook, url: "http://127.0.0.1:9/sms", channel: sms}
+  sms: {type: webhook, url: "http://127.0.0.1:9/sms", channel: sms, allow_private_network: true}
 surveys:
   base_url: https://feedback.example.com
   fatigue: {after_invitation: 30d, after_response: 45d}

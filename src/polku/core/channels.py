@@ -15,6 +15,7 @@ import msgspec
 
 from polku.core.attributes import parse_duration
 from polku.core.errors import ConfigError
+from polku.core.network import refused_host
 
 CHANNEL_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 SENT_EVENT: Final = "Message Sent"
@@ -42,6 +43,10 @@ class ChannelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret_env: str | None = None
     """The environment variable holding the HMAC-SHA256 signing secret."""
     headers: dict[str, str] = {}
+    allow_private_network: bool = False
+    """Let the webhook reach loopback, private, link-local and other non-public
+    addresses (a receiver inside your network). Off: such destinations are refused,
+    at configuration and at every connection (docs/security.md)."""
     # delivery
     timeout: str = "10s"
     max_attempts: int = 8
@@ -96,6 +101,13 @@ def validate_channels(channels: dict[str, ChannelConfig], notes: AgentNotes) -> 
             raise ConfigError(f"{where}.sender: an smtp channel needs a From address", field=f"{where}.sender")
         if config.type == "webhook" and not re.match(r"https?://", config.url or ""):
             raise ConfigError(f"{where}.url: a webhook channel needs an http(s) URL", field=f"{where}.url")
+        refused = refused_host(config.url or "") if config.type == "webhook" else None
+        if refused is not None and not config.allow_private_network:
+            raise ConfigError(
+                f"{where}.url: {refused}; webhooks reach public addresses only — set "
+                f"allow_private_network: true if the receiver is inside your network",
+                field=f"{where}.url",
+            )
         if not 1 <= config.port <= 65535:
             raise ConfigError(f"{where}.port: must be 1-65535", field=f"{where}.port")
         if not 1 <= config.max_attempts <= 100:

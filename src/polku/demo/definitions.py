@@ -10,8 +10,8 @@ from typing import Final
 def config(inbox_url: str, public_url: str) -> str:
     return f"""
 channels:
-  email: {{type: webhook, url: "{inbox_url}/email", channel: email}}
-  sms: {{type: webhook, url: "{inbox_url}/sms", channel: sms}}
+  email: {{type: webhook, url: "{inbox_url}/email", channel: email, allow_private_network: true}}
+  sms: {{type: webhook, url: "{inbox_url}/sms", channel: sms, allow_private_network: true}}
 attributes:
   orders_30d: {{kind: count, event: Order Completed, window: 30d}}
   lowest_csat_14d: {{kind: min, event: Feedback Submitted, property: score, where: "properties.metric == 'csat'", window: 14d}}

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from polku.adapters.channels.base import DeliveryResult
+from polku.adapters.channels.public_network import DestinationRefused, public_only
 from polku.core.attributes import parse_duration
 from polku.core.channels import ChannelConfig, OutboundMessage
 
@@ -63,10 +64,12 @@ class WebhookChannel:
             if self.secret is None:
                 self.missing_env = config.secret_env
         timeout = parse_duration(config.timeout, "timeout") / 1000
+        limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
+        transport = httpx.AsyncHTTPTransport(limits=limits)
         self.client = httpx.AsyncClient(
             timeout=timeout,
-            limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency),
-            follow_redirects=False,
+            transport=transport if config.allow_private_network else public_only(transport),
+            follow_redirects=False,  # a redirect to an inner address would be a way around the check
         )
 
     async def aclose(self) -> None:
@@ -87,6 +90,8 @@ class WebhookChannel:
             headers["X-Polku-Signature"] = signature(self.secret, timestamp, body)
         try:
             response = await self.client.post(self.config.url or "", content=body, headers=headers)
+        except DestinationRefused as error:  # not now, not later: the dead letter says why
+            return DeliveryResult.failed(str(error))
         except httpx.TimeoutException as error:
             return DeliveryResult.retry(f"timeout: {type(error).__name__}")
         except httpx.HTTPError as error:
