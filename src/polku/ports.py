@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
+from polku.core.audit import AuditEntry
 from polku.core.deliveries import Due, Lane, Outcome, Settled
 from polku.core.events import Event, Rejection
 from polku.core.identity import LinkEvent
@@ -169,6 +170,14 @@ class EventLog(Protocol):
 
 class Catalog(Protocol):
     async def start(self) -> None: ...
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        """Append an admin action to the audit log (``entry.id`` is assigned)."""
+        ...
+
+    async def audit_entries(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[AuditEntry]:
+        """The workspace's audit log after ``after_id``, oldest first."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -195,3 +195,30 @@ async def test_survey_answers_keep_the_latest_revision(catalog: Catalog) -> None
     await catalog.record_survey_answer("w", stale)
     assert await catalog.survey_answer("w", "inv1") == edited
     assert await catalog.survey_answer("other", "inv1") is None
+
+
+async def test_the_audit_log_keeps_each_workspaces_actions_in_order(catalog: Catalog) -> None:
+    from polku.core.audit import AuditEntry
+
+    def entry(workspace: str, action: str) -> AuditEntry:
+        return AuditEntry(
+            workspace=workspace,
+            at="2026-11-24T08:00:00.000Z",
+            actor="admin:0123456789ab (ops)",
+            action=action,
+            status=200,
+            address="127.0.0.1",
+            user_agent=None,
+        )
+
+    for number in range(5):
+        await catalog.record_audit(entry("a", f"PUT /v1/journeys/j{number}"))
+    await catalog.record_audit(entry("b", "DELETE /v1/keys/x"))
+    mine = await catalog.audit_entries("a")
+    assert [e.action for e in mine] == [f"PUT /v1/journeys/j{number}" for number in range(5)]
+    assert len({e.id for e in mine}) == 5 and [e.id for e in mine] == sorted(e.id for e in mine)
+    assert mine[0].actor == "admin:0123456789ab (ops)" and mine[0].address == "127.0.0.1" and mine[0].user_agent is None
+    page = await catalog.audit_entries("a", after_id=mine[1].id, limit=2)
+    assert [e.action for e in page] == ["PUT /v1/journeys/j2", "PUT /v1/journeys/j3"]
+    assert [e.action for e in await catalog.audit_entries("b")] == ["DELETE /v1/keys/x"]  # and nothing of a
+    assert await catalog.audit_entries("c") == []

@@ -9,6 +9,7 @@ from datetime import datetime
 import msgspec
 
 from polku.adapters.definitions import JourneyDefinitions
+from polku.core.audit import MAX_AUDIT_PAGE, AuditEntry
 from polku.core.errors import Conflict, NotFound
 from polku.core.events import SYSTEM_CHANNEL, Event
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
@@ -133,6 +134,7 @@ class MemoryCatalog(JourneyDefinitions):
         """(kind, workspace, id) → (body, deployed_at) per version, from version 1."""
         self._heads: dict[tuple[str, str, str], tuple[int, JourneyStatus, str]] = {}
         self._answers: dict[tuple[str, str], StoredAnswer] = {}
+        self._audit: list[AuditEntry] = []
 
     async def start(self) -> None:
         return None
@@ -255,6 +257,13 @@ class MemoryCatalog(JourneyDefinitions):
 
     async def survey_answer(self, workspace: str, invitation: str) -> StoredAnswer | None:
         return self._answers.get((workspace, invitation))
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        self._audit.append(msgspec.structs.replace(entry, id=len(self._audit) + 1))
+
+    async def audit_entries(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[AuditEntry]:
+        found = [entry for entry in self._audit if entry.workspace == workspace and entry.id > after_id]
+        return found[: min(limit, MAX_AUDIT_PAGE)]
 
     async def record_survey_answer(self, workspace: str, answer: StoredAnswer) -> None:
         current = self._answers.get((workspace, answer.invitation))

@@ -25,6 +25,7 @@ from polku import __version__
 from polku.core.errors import PolkuError
 from polku.dashboard import formatting
 from polku.dashboard.session import COOKIE_NAME, Session, SessionSigner
+from polku.web.auth import CREDENTIAL_KEY
 from polku.web.profile_routes import ProfileService
 from polku.web.responses import json_response
 from polku.web.services import Services, services
@@ -160,6 +161,7 @@ async def current_session(request: Request) -> Session | None:
         or credential.workspace != session.workspace
     ):
         return None
+    request.scope[CREDENTIAL_KEY] = credential  # the audit trail's "who" (web/audit.py)
     return session
 
 

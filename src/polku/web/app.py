@@ -33,6 +33,7 @@ from polku.ports import Catalog, EventLog
 from polku.web import (
     admin_routes,
     analytics_routes,
+    audit,
     decision_routes,
     delivery_routes,
     ingest_routes,
@@ -41,6 +42,7 @@ from polku.web import (
     profile_routes,
     survey_routes,
 )
+from polku.web.audit import AuditTrail
 from polku.web.children import SupervisedChild, analytics_child, dispatcher_child, processor_child
 from polku.web.errors import http_error, polku_error, server_error
 from polku.web.inflight import InflightBytesLimit
@@ -188,6 +190,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             *decision_routes.routes,
             *delivery_routes.routes,
             *overview_routes.routes,
+            *audit.routes,
             *(dashboard_routes() if not settings.scale_out else [Route("/ui{rest:path}", not_served)]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
@@ -206,6 +209,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
                 max_age=86400,
             ),
             Middleware(InflightBytesLimit),
+            Middleware(AuditTrail),
         ],
         lifespan=lifespan,
     )

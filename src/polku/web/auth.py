@@ -12,6 +12,10 @@ from polku.core.errors import Unauthorized
 from polku.core.workspace import Credential, hash_key
 from polku.ports import Catalog
 
+CREDENTIAL_KEY = "polku.credential"
+"""Where the admin credential a request was accepted with is kept (its scope), for
+the audit trail (``polku.web.audit``)."""
+
 
 def basic_username(request: Request) -> str | None:
     header = request.headers.get("authorization")
@@ -42,4 +46,5 @@ async def admin_access(request: Request, catalog: Catalog) -> Credential:
     credential = await catalog.credential(hash_key(token))
     if credential is None or credential.kind != "admin":
         raise Unauthorized("the admin token is not valid")
+    request.scope[CREDENTIAL_KEY] = credential  # the audit trail's "who" (web/audit.py)
     return credential

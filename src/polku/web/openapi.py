@@ -358,6 +358,24 @@ def build_openapi() -> dict[str, Any]:
             "schema": {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
         }
     ]
+    paths["/v1/audit"] = {
+        "get": {
+            "operationId": "list_audit",
+            "summary": "The audit log of admin actions: who (which admin token), what, when, from where, and the "
+            "answer's status; oldest first (docs/security.md).",
+            "security": ADMIN,
+            "parameters": [
+                _query(
+                    "cursor", "`next_cursor` of the previous page.", {"type": "integer", "minimum": 0, "maximum": 2**62}
+                ),
+                _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            ],
+            "responses": {
+                "200": {"description": "A page of entries.", **_json({"type": "object"})},
+                **_errors(400, 401),
+            },
+        }
+    }
     paths["/v1/quarantine"] = {
         "get": {
             "operationId": "list_quarantine",

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from polku.adapters.definitions import JourneyDefinitions
 from polku.adapters.postgres.schema import DEFAULT_SCHEMA, check_current, check_schema, check_url, migrate
+from polku.core.audit import AUDIT_COLUMNS, MAX_AUDIT_PAGE, AuditEntry, audit_entry, audit_row
 from polku.core.errors import NotFound
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.ports import DefinitionKind, JourneyStatus, StoredAnswer, StoredJourney
@@ -334,6 +335,18 @@ class PostgresCatalog(JourneyDefinitions):
             updated_ms=row[2],
             answer=msgspec.json.decode(row[3]),
         )
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self._rowcount(
+            "INSERT INTO audit_log (" + AUDIT_COLUMNS + ") VALUES (%s, %s, %s, %s, %s, %s, %s)", audit_row(entry)
+        )
+
+    async def audit_entries(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[AuditEntry]:
+        rows = await self._fetchall(
+            "SELECT id, " + AUDIT_COLUMNS + " FROM audit_log WHERE workspace = %s AND id > %s ORDER BY id LIMIT %s",
+            (workspace, after_id, min(limit, MAX_AUDIT_PAGE)),
+        )
+        return [audit_entry(row) for row in rows]
 
     async def record_survey_answer(self, workspace: str, answer: StoredAnswer) -> None:
         await self._rowcount(

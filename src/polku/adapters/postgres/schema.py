@@ -127,6 +127,22 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration(
+        "catalog: the audit log of admin actions",
+        """
+        CREATE TABLE audit_log (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workspace TEXT COLLATE "C" NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            address TEXT,
+            user_agent TEXT
+        );
+        CREATE INDEX audit_log_workspace ON audit_log (workspace, id);
+        """,
+    ),
 )
 
 

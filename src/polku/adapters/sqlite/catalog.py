@@ -15,6 +15,7 @@ import msgspec
 
 from polku.adapters.definitions import JourneyDefinitions
 from polku.adapters.sqlite.schema import Synchronous, open_database
+from polku.core.audit import AUDIT_COLUMNS, MAX_AUDIT_PAGE, AuditEntry, audit_entry, audit_row
 from polku.core.errors import NotFound
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.ports import DefinitionKind, JourneyStatus, StoredAnswer, StoredJourney
@@ -312,6 +313,24 @@ class SqliteCatalog(JourneyDefinitions):
             )
 
         await self._run(write, write=True)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", audit_row(entry)
+            )
+
+        await self._run(write, write=True)
+
+    async def audit_entries(self, workspace: str, *, after_id: int = 0, limit: int = 100) -> list[AuditEntry]:
+        def read(connection: sqlite3.Connection) -> list[AuditEntry]:
+            rows = connection.execute(
+                f"SELECT id, {AUDIT_COLUMNS} FROM audit_log WHERE workspace = ? AND id > ? ORDER BY id LIMIT ?",
+                (workspace, after_id, min(limit, MAX_AUDIT_PAGE)),
+            ).fetchall()
+            return [audit_entry(row) for row in rows]
+
+        return await self._run(read)
 
 
 _TABLES: dict[str, tuple[str, str]] = {

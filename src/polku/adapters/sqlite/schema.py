@@ -175,6 +175,20 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (workspace, id)
     ) WITHOUT ROWID;
     """,
+    # 6: the audit log of admin actions (docs/security.md).
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        workspace TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        address TEXT,
+        user_agent TEXT
+    );
+    CREATE INDEX audit_log_workspace ON audit_log (workspace, id);
+    """,
 )
 
 DATABASE_FILE: Final = "polku.db"
