@@ -14,7 +14,7 @@ import typer
 from polku.cli.store import DATA_DIR_HELP, console, emit, open_store
 from polku.core.errors import Conflict, InvalidInput
 from polku.core.events import format_time
-from polku.core.workspace import KeyKind, parse_config
+from polku.core.workspace import ADMIN_SCOPES, KeyKind, check_scopes, parse_config
 from polku.engine.setup import DEFAULT_WORKSPACE, add_key, ensure_source
 from polku.engine.views import credential_json, quarantine_json
 
@@ -147,6 +147,10 @@ def keys_create(
     kind: Annotated[str, typer.Argument(help="write or admin.")],
     source: Annotated[str | None, typer.Option(help="Source of a write key.")] = "default",
     label: Annotated[str, typer.Option(help="A note on what the key is for.")] = "",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="Admin tokens: read, manage or privacy; repeat for several (default: all three)."),
+    ] = None,
     data_dir: DataDir = Path("polku-data"),
     workspace: Workspace = DEFAULT_WORKSPACE,
 ) -> None:
@@ -154,12 +158,15 @@ def keys_create(
     if kind not in ("write", "admin"):
         raise InvalidInput("KIND must be write or admin", field="kind")
     key_kind: KeyKind = "write" if kind == "write" else "admin"
+    scopes = check_scopes(scope, key_kind) if scope else ADMIN_SCOPES
 
     async def go() -> Any:
         async with open_store(data_dir) as (_log, catalog, _ingestor):
             if key_kind == "write":
                 await catalog.source(workspace, source or "default")
-            return await add_key(catalog, key_kind, workspace, source if key_kind == "write" else None, label=label)
+            return await add_key(
+                catalog, key_kind, workspace, source if key_kind == "write" else None, label=label, scopes=scopes
+            )
 
     emit(_run(go()), "json")
 

@@ -17,7 +17,7 @@ import msgspec
 
 from polku.core.attributes import AttributeSet, AttributeSpec, parse_duration
 from polku.core.channels import AgentNotes, ChannelConfig, validate_channels
-from polku.core.errors import ConfigError
+from polku.core.errors import ConfigError, InvalidInput
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, SYSTEM_CHANNEL
 from polku.core.identity import IdentityRules, validate_rules
 from polku.core.policy import Policy, PolicyConfig
@@ -65,9 +65,17 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
+ADMIN_SCOPES: Final = ("manage", "privacy", "read")
+"""What an admin token may be allowed (docs/security.md, "Keys and scopes"): ``read``
+(every read of the workspace), ``manage`` (every change), ``privacy`` (the reads and
+actions that hand a person's data out whole or remove it, and the audit log). A
+token made without a choice has all three; write keys ingest and nothing else."""
+
+
 class Credential(msgspec.Struct, frozen=True, kw_only=True):
-    """What a key grants. Write keys ingest for one source; admin tokens read and
-    manage one workspace."""
+    """What a key grants. Write keys ingest for one source; admin tokens read,
+    manage and handle personal data of one workspace, as far as their ``scopes``
+    go."""
 
     key_hash: str
     kind: KeyKind
@@ -76,6 +84,51 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     label: str
     created_at: str
     revoked_at: str | None = None
+    scopes: tuple[str, ...] = ADMIN_SCOPES
+
+    @classmethod
+    def from_row(cls, row: Any) -> Credential:
+        """From a catalog row in ``CREDENTIAL_COLUMNS`` order (both catalogs)."""
+        return cls(
+            key_hash=row[0],
+            kind=row[1],
+            workspace=row[2],
+            source=row[3],
+            label=row[4],
+            created_at=row[5],
+            revoked_at=row[6],
+            scopes=tuple(str(row[7]).split()),
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.key_hash,
+            self.kind,
+            self.workspace,
+            self.source,
+            self.label,
+            self.created_at,
+            self.revoked_at,
+            " ".join(self.scopes),
+        )
+
+
+CREDENTIAL_COLUMNS: Final = "key_hash, kind, workspace, source, label, created_at, revoked_at, scopes"
+
+
+def check_scopes(scopes: list[str] | tuple[str, ...], kind: KeyKind) -> tuple[str, ...]:
+    """The scopes a new key asks for, checked: admin tokens only, at least one,
+    each known; sorted and once each."""
+    if kind != "admin":
+        raise InvalidInput("scopes are for admin tokens; a write key only ingests", field="scopes")
+    unknown = sorted(set(scopes) - set(ADMIN_SCOPES))
+    if unknown or not scopes:
+        raise InvalidInput(
+            f"scopes must be one or more of {', '.join(ADMIN_SCOPES)}"
+            + (f"; not {', '.join(repr(s) for s in unknown)}" if unknown else ""),
+            field="scopes",
+        )
+    return tuple(sorted(set(scopes)))
 
 
 class WebhookMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -75,6 +75,8 @@ async def login(request: Request) -> Response:
     if credential is None or credential.kind != "admin" or credential.revoked_at:
         await asyncio.sleep(FAILED_LOGIN_DELAY_S)
         return _login_page(request, started, error="That admin token is not valid.", status=401)
+    if "read" not in credential.scopes:
+        return _login_page(request, started, error="That admin token may not read the workspace.", status=403)
     cookie_value, _ = dashboard(request).signer.issue(credential.workspace, key_hash)
     response = RedirectResponse(_safe_next(str(form.get("next") or "")), status_code=303)
     response.set_cookie(

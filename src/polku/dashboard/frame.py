@@ -22,7 +22,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from polku import __version__
-from polku.core.errors import PolkuError
+from polku.core.errors import Forbidden, PolkuError
+from polku.core.workspace import Credential
 from polku.dashboard import formatting
 from polku.dashboard.session import COOKIE_NAME, Session, SessionSigner
 from polku.web.auth import CREDENTIAL_KEY
@@ -132,6 +133,9 @@ class View:
         values = {name: value for name, value in form.items() if isinstance(value, str)}
         if not self.dashboard.signer.check_csrf(self.session, values.get("csrf")):
             raise CsrfRefused()
+        credential: Credential | None = self.request.scope.get(CREDENTIAL_KEY)
+        if credential is None or "manage" not in credential.scopes:
+            raise Forbidden("this admin token may read the workspace, not change it (it lacks the 'manage' scope)")
         return values
 
 
@@ -159,6 +163,7 @@ async def current_session(request: Request) -> Session | None:
         or credential.kind != "admin"
         or credential.revoked_at
         or credential.workspace != session.workspace
+        or "read" not in credential.scopes  # the dashboard shows the workspace: reading it is the least
     ):
         return None
     request.scope[CREDENTIAL_KEY] = credential  # the audit trail's "who" (web/audit.py)

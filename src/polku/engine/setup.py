@@ -9,7 +9,16 @@ from typing import Final
 import msgspec
 
 from polku.core.events import format_time
-from polku.core.workspace import Credential, KeyKind, Source, Workspace, check_channel, check_source_name, hash_key
+from polku.core.workspace import (
+    ADMIN_SCOPES,
+    Credential,
+    KeyKind,
+    Source,
+    Workspace,
+    check_channel,
+    check_source_name,
+    hash_key,
+)
 from polku.ports import Catalog
 
 DEFAULT_WORKSPACE: Final = "default"
@@ -31,6 +40,7 @@ class NewKey(msgspec.Struct):
     kind: KeyKind
     workspace: str
     source: str | None
+    scopes: list[str] = []
 
 
 def _now() -> str:
@@ -38,15 +48,34 @@ def _now() -> str:
 
 
 async def add_key(
-    catalog: Catalog, kind: KeyKind, workspace: str, source: str | None, *, key: str | None = None, label: str = ""
+    catalog: Catalog,
+    kind: KeyKind,
+    workspace: str,
+    source: str | None,
+    *,
+    key: str | None = None,
+    label: str = "",
+    scopes: tuple[str, ...] = ADMIN_SCOPES,
 ) -> NewKey | None:
-    """Store a key (random unless given); ``None`` if that key already exists."""
+    """Store a key (random unless given); ``None`` if that key already exists. An
+    admin token gets ``scopes`` (all by default); a write key none (it ingests)."""
     key = key or new_key(kind)
     key_hash = hash_key(key)
+    granted = scopes if kind == "admin" else ()
     added = await catalog.add_credential(
-        Credential(key_hash=key_hash, kind=kind, workspace=workspace, source=source, label=label, created_at=_now())
+        Credential(
+            key_hash=key_hash,
+            kind=kind,
+            workspace=workspace,
+            source=source,
+            label=label,
+            created_at=_now(),
+            scopes=granted,
+        )
     )
-    return NewKey(key=key, key_id=key_hash[:12], kind=kind, workspace=workspace, source=source) if added else None
+    if not added:
+        return None
+    return NewKey(key=key, key_id=key_hash[:12], kind=kind, workspace=workspace, source=source, scopes=list(granted))
 
 
 async def ensure_source(catalog: Catalog, workspace: str, name: str, channel: str) -> bool:

@@ -33,4 +33,5 @@ def credential_json(credential: Credential) -> dict[str, Any]:
         "label": credential.label,
         "created_at": credential.created_at,
         "revoked_at": credential.revoked_at,
+        "scopes": list(credential.scopes) if credential.kind == "admin" else [],
     }

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from polku.core.errors import Conflict, InvalidInput
 from polku.core.events import MESSAGE_TYPES, format_time, parse_time
-from polku.core.workspace import KeyKind, parse_config
+from polku.core.workspace import ADMIN_SCOPES, KeyKind, check_scopes, parse_config
 from polku.engine.setup import add_key, ensure_source
 from polku.engine.views import credential_json, quarantine_json
 from polku.ports import EventQuery
@@ -172,6 +172,8 @@ class KeyRequest(msgspec.Struct, forbid_unknown_fields=True):
     kind: Literal["write", "admin"]
     source: str | None = None
     label: str = ""
+    scopes: list[str] | None = None
+    """Admin tokens: some of read, manage, privacy (default all)."""
 
 
 def _decode(body: bytes, kind: type[Any]) -> Any:
@@ -211,8 +213,14 @@ async def create_key(request: Request) -> Response:
         if wanted.source is None:
             raise InvalidInput("a write key needs a `source`", field="source")
         await catalog.source(credential.workspace, wanted.source)
+    scopes = check_scopes(wanted.scopes, kind) if wanted.scopes is not None else ADMIN_SCOPES
     key = await add_key(
-        catalog, kind, credential.workspace, wanted.source if kind == "write" else None, label=wanted.label
+        catalog,
+        kind,
+        credential.workspace,
+        wanted.source if kind == "write" else None,
+        label=wanted.label,
+        scopes=scopes,
     )
     return json_response(key, status=201)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+from typing import Final
 
 from starlette.requests import Request
 
-from polku.core.errors import Unauthorized
+from polku.core.errors import Forbidden, Unauthorized
 from polku.core.workspace import Credential, hash_key
 from polku.ports import Catalog
 
@@ -46,5 +48,30 @@ async def admin_access(request: Request, catalog: Catalog) -> Credential:
     credential = await catalog.credential(hash_key(token))
     if credential is None or credential.kind != "admin":
         raise Unauthorized("the admin token is not valid")
+    needed = required_scope(request.method, request.url.path)
+    if needed not in credential.scopes:
+        raise Forbidden(
+            f"this admin token has the scopes {', '.join(credential.scopes) or 'none'}; "
+            f"{request.method} {request.url.path} needs {needed!r}",
+            scope=needed,
+        )
     request.scope[CREDENTIAL_KEY] = credential  # the audit trail's "who" (web/audit.py)
     return credential
+
+
+PRIVACY_PATHS: Final = re.compile(r"/v1/audit|/v1/profiles/[^/]+/export")
+"""Reads that hand a person's data out whole, and the audit log."""
+READING_POSTS: Final = frozenset(
+    {"/v1/journeys/validate", "/v1/surveys/validate", "/v1/actions/validate", "/v1/decide"}
+)
+"""POSTs that change nothing an admin manages: checks, and decisions (which a
+chatbot's read-only token asks for)."""
+
+
+def required_scope(method: str, path: str) -> str:
+    """The scope an admin request needs (docs/security.md, "Keys and scopes")."""
+    if PRIVACY_PATHS.fullmatch(path):
+        return "privacy"
+    if method in ("GET", "HEAD") or path in READING_POSTS:
+        return "read"
+    return "manage"

@@ -23,12 +23,11 @@ from polku.adapters.definitions import JourneyDefinitions
 from polku.adapters.postgres.schema import DEFAULT_SCHEMA, check_current, check_schema, check_url, migrate
 from polku.core.audit import AUDIT_COLUMNS, MAX_AUDIT_PAGE, AuditEntry, audit_entry, audit_row
 from polku.core.errors import NotFound
-from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
+from polku.core.workspace import CREDENTIAL_COLUMNS, Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.ports import DefinitionKind, JourneyStatus, StoredAnswer, StoredJourney
 
 _encode = msgspec.json.Encoder().encode
 _decode_config = msgspec.json.Decoder(WorkspaceConfig).decode
-CREDENTIAL_COLUMNS = "key_hash, kind, workspace, source, label, created_at, revoked_at"
 SOURCE_COLUMNS = "workspace, name, default_channel, created_at"
 
 # A head with the version it points at and every stored version, in one statement
@@ -43,16 +42,8 @@ _STORED = """
 """
 
 
-def _credential(row: TupleRow) -> Credential:
-    return Credential(
-        key_hash=row[0],
-        kind=row[1],
-        workspace=row[2],
-        source=row[3],
-        label=row[4],
-        created_at=row[5],
-        revoked_at=row[6],
-    )
+def _credential(row: Any) -> Credential:
+    return Credential.from_row(row)
 
 
 def _workspace(row: TupleRow) -> Workspace:
@@ -197,16 +188,8 @@ class PostgresCatalog(JourneyDefinitions):
 
     async def add_credential(self, credential: Credential) -> bool:
         created = await self._rowcount(
-            f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                credential.key_hash,
-                credential.kind,
-                credential.workspace,
-                credential.source,
-                credential.label,
-                credential.created_at,
-                credential.revoked_at,
-            ),
+            f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            credential.row(),
         )
         return created == 1
 

@@ -143,6 +143,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         CREATE INDEX audit_log_workspace ON audit_log (workspace, id);
         """,
     ),
+    Migration(
+        "catalog: the scopes of admin tokens (existing tokens keep all)",
+        """
+        ALTER TABLE credentials ADD COLUMN scopes TEXT NOT NULL DEFAULT 'manage privacy read';
+        """,
+    ),
 )
 
 

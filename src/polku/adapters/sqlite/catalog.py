@@ -17,25 +17,16 @@ from polku.adapters.definitions import JourneyDefinitions
 from polku.adapters.sqlite.schema import Synchronous, open_database
 from polku.core.audit import AUDIT_COLUMNS, MAX_AUDIT_PAGE, AuditEntry, audit_entry, audit_row
 from polku.core.errors import NotFound
-from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
+from polku.core.workspace import CREDENTIAL_COLUMNS, Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.ports import DefinitionKind, JourneyStatus, StoredAnswer, StoredJourney
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _decode_config = msgspec.json.Decoder(WorkspaceConfig).decode
-CREDENTIAL_COLUMNS = "key_hash, kind, workspace, source, label, created_at, revoked_at"
 
 
-def _credential(row: tuple[Any, ...]) -> Credential:
-    return Credential(
-        key_hash=row[0],
-        kind=row[1],
-        workspace=row[2],
-        source=row[3],
-        label=row[4],
-        created_at=row[5],
-        revoked_at=row[6],
-    )
+def _credential(row: Any) -> Credential:
+    return Credential.from_row(row)
 
 
 def _workspace(row: tuple[Any, ...]) -> Workspace:
@@ -150,16 +141,8 @@ class SqliteCatalog(JourneyDefinitions):
         return await self._run(
             lambda c: (
                 c.execute(
-                    f"INSERT OR IGNORE INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        credential.key_hash,
-                        credential.kind,
-                        credential.workspace,
-                        credential.source,
-                        credential.label,
-                        credential.created_at,
-                        credential.revoked_at,
-                    ),
+                    f"INSERT OR IGNORE INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    credential.row(),
                 ).rowcount
                 == 1
             ),

@@ -189,6 +189,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX audit_log_workspace ON audit_log (workspace, id);
     """,
+    # 7: the scopes of admin tokens (docs/security.md); existing tokens keep all.
+    """
+    ALTER TABLE credentials ADD COLUMN scopes TEXT NOT NULL DEFAULT 'manage privacy read';
+    """,
 )
 
 DATABASE_FILE: Final = "polku.db"
