@@ -65,6 +65,14 @@ class Settings:
     duplicate_window_s: int = _setting(
         600, "Seconds the stream deduplicates a resent messageId in (older resends: the workers' index)."
     )
+    admin_rate_limit: float = _setting(
+        50.0, "Requests per second per admin token, in bursts of up to ten times that (0: no limit)."
+    )
+    write_rate_limit: float = _setting(
+        0.0,
+        "Requests per second per write key, in bursts of up to ten times that (0: no limit — one write key serves "
+        "every browser of a site).",
+    )
     log_level: str = _setting("info", "Log level: debug, info, warning or error.")
     access_log: bool = _setting(False, "Log every HTTP request (costs throughput).")
 
@@ -104,6 +112,9 @@ class Settings:
             self.deployment()  # checks the URLs and the partitions
             if not 1 <= self.duplicate_window_s <= 86_400:
                 raise ConfigError("duplicate_window_s must be 1-86,400", field="duplicate_window_s")
+        for name in ("admin_rate_limit", "write_rate_limit"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise ConfigError(f"{name} must be 0 (no limit) to 1,000,000 requests per second", field=name)
         if self.max_pending_events < 1000:
             raise ConfigError("max_pending_events must be at least 1000", field="max_pending_events")
 
@@ -136,6 +147,8 @@ def _convert(name: str, default: Any, raw: Any) -> Any:
             return raw.lower() in ("1", "true", "yes")
         if isinstance(default, int):
             return int(raw)
+        if isinstance(default, float):
+            return float(raw)
         if isinstance(default, Path):
             return Path(raw)
         if name == "synchronous":

@@ -154,6 +154,14 @@ def serve(
     partitions: Annotated[
         int | None, typer.Option(help="Partitions of the stream (scale-out; env POLKU_PARTITIONS).")
     ] = None,
+    admin_rate_limit: Annotated[
+        float | None,
+        typer.Option(help="Requests per second per admin token, bursts of 10x; 0: none (env POLKU_ADMIN_RATE_LIMIT)."),
+    ] = None,
+    write_rate_limit: Annotated[
+        float | None,
+        typer.Option(help="Requests per second per write key, bursts of 10x; 0: none (env POLKU_WRITE_RATE_LIMIT)."),
+    ] = None,
     duplicate_window_s: Annotated[
         int | None,
         typer.Option(help="Seconds the stream drops a resent messageId in (scale-out; env POLKU_DUPLICATE_WINDOW_S)."),
@@ -189,6 +197,8 @@ def serve(
                 "subject_prefix": subject_prefix,
                 "partitions": partitions,
                 "duplicate_window_s": duplicate_window_s,
+                "admin_rate_limit": admin_rate_limit,
+                "write_rate_limit": write_rate_limit,
             }
         )
     except PolkuError as error:

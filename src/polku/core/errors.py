@@ -89,6 +89,13 @@ class Unavailable(PolkuError):
         self.retry_after = retry_after
 
 
+class RateLimited(Unavailable):
+    """The key sent more requests than its rate limit allows; retry after ``retry_after``."""
+
+    code = "rate_limited"
+    status = 429
+
+
 class StoreUnavailable(Unavailable):
     """The state store cannot answer now (its server or connection failed, or a
     transaction lost to a concurrent one): nothing was committed, and the same work

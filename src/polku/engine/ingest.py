@@ -15,7 +15,15 @@ from typing import Any, Final
 
 import msgspec
 
-from polku.core.errors import Conflict, InvalidInput, LimitExceeded, MalformedBody, NotFound, Unauthorized
+from polku.core.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    MalformedBody,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+)
 from polku.core.events import (
     EMPTY_ENVELOPE,
     BatchEnvelope,
@@ -26,6 +34,7 @@ from polku.core.events import (
 )
 from polku.core.ids import uuid7
 from polku.core.limits import MAX_BATCH_EVENTS
+from polku.core.rate_limit import KeyRateLimiter
 from polku.core.workspace import Credential, Source, hash_key
 from polku.ports import AppendBatch, AppendResult, Catalog, EventLog
 
@@ -89,12 +98,14 @@ class Ingestor:
         clock: Clock = system_clock,
         random_bytes: Callable[[int], bytes] = os.urandom,
         on_result: Callable[[str, IngestResult, Sequence[Rejection]], None] = lambda channel, result, rejections: None,
+        limiter: KeyRateLimiter | None = None,
     ) -> None:
         self.log = log
         self.catalog = catalog
         self.clock = clock
         self.random_bytes = random_bytes
         self.on_result = on_result
+        self.limiter = limiter
         self._write_keys: dict[str, tuple[WriteAccess, float]] = {}
 
     def new_message_id(self) -> str:
@@ -104,10 +115,14 @@ class Ingestor:
         """Drop the key cache (after a key is revoked)."""
         self._write_keys.clear()
 
-    async def write_access(self, key: str | None) -> WriteAccess:
+    async def write_access(self, key: str | None, *, count: bool = True) -> WriteAccess:
+        """The key's access; ``count`` takes one request from its rate limit (once per
+        request: a key checked before the body was read is not counted again)."""
         if not key:
             raise Unauthorized("a write key is required: HTTP Basic username, or `writeKey` in the body")
         key_hash = hash_key(key)
+        if count and self.limiter is not None and (wait := self.limiter.admit(key_hash)):
+            raise RateLimited(f"this write key sent more than its rate limit; retry in {wait} s", retry_after=wait)
         cached = self._write_keys.get(key_hash)
         # A short cache: revocation takes effect within 5 s on other processes.
         if cached is not None and cached[1] > time.monotonic():
@@ -123,7 +138,7 @@ class Ingestor:
     async def ingest_body(self, body: bytes, *, message_type: str | None, basic_key: str | None) -> IngestResult:
         """One HTTP request: a single message (``message_type`` set) or a batch."""
         probe = probe_object(body)
-        access = await self.write_access(basic_key or probe.write_key)
+        access = await self.write_access(basic_key or probe.write_key, count=basic_key is None)
         received_at = self.clock()
         if message_type is not None:
             return await self.ingest_items([body], access=access, received_at=received_at, message_type=message_type)

@@ -24,6 +24,7 @@ from polku.adapters.postgres.schema import redact
 from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
 from polku.config import Settings
 from polku.core.errors import PolkuError
+from polku.core.rate_limit import KeyRateLimiter
 from polku.dashboard.routes import build_dashboard, dashboard_routes
 from polku.engine.ingest import Ingestor
 from polku.engine.profile_views import ProfileViews, embedded_only
@@ -138,6 +139,11 @@ def scale_out_backends(settings: Settings) -> Backends:
     )
 
 
+def rate_limiter(per_second: float) -> KeyRateLimiter | None:
+    """Per key, per process; bursts of ten seconds' worth (0: none)."""
+    return KeyRateLimiter(per_second, max(1.0, 10 * per_second)) if per_second else None
+
+
 async def not_served(request: Request) -> Response:
     raise embedded_only("the dashboard")
 
@@ -149,8 +155,17 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     backends = scale_out_backends(settings) if settings.scale_out else embedded_backends(settings, metric_set)
     event_log, catalog = backends.event_log, backends.catalog
     holder["log"] = event_log
-    ingestor = Ingestor(event_log, catalog, on_result=metric_set.observe_result)
-    state = Services(settings=settings, log=event_log, catalog=catalog, ingestor=ingestor, metrics=metric_set)
+    ingestor = Ingestor(
+        event_log, catalog, on_result=metric_set.observe_result, limiter=rate_limiter(settings.write_rate_limit)
+    )
+    state = Services(
+        settings=settings,
+        log=event_log,
+        catalog=catalog,
+        ingestor=ingestor,
+        metrics=metric_set,
+        admin_limiter=rate_limiter(settings.admin_rate_limit),
+    )
     profiles = profile_routes.ProfileService(backends.open_views, catalog)
     openapi = build_openapi()
 

@@ -10,7 +10,7 @@ from typing import Final
 
 from starlette.requests import Request
 
-from polku.core.errors import Forbidden, Unauthorized
+from polku.core.errors import Forbidden, RateLimited, Unauthorized
 from polku.core.workspace import Credential, hash_key
 from polku.ports import Catalog
 
@@ -55,6 +55,9 @@ async def admin_access(request: Request, catalog: Catalog) -> Credential:
             f"{request.method} {request.url.path} needs {needed!r}",
             scope=needed,
         )
+    limiter = getattr(getattr(request.app.state, "services", None), "admin_limiter", None)
+    if limiter is not None and (wait := limiter.admit(credential.key_hash)):
+        raise RateLimited(f"this admin token sent more than its rate limit; retry in {wait} s", retry_after=wait)
     request.scope[CREDENTIAL_KEY] = credential  # the audit trail's "who" (web/audit.py)
     return credential
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from polku.config import Settings
+from polku.core.rate_limit import KeyRateLimiter
 from polku.engine.ingest import Ingestor
 from polku.ports import Catalog, EventLog
 from polku.web.metrics import Metrics
@@ -19,6 +20,7 @@ class Services:
     catalog: Catalog
     ingestor: Ingestor
     metrics: Metrics
+    admin_limiter: KeyRateLimiter | None = None
     ready: bool = False
 
 
