@@ -105,3 +105,41 @@ def test_exporting_someone_unknown_is_a_clear_not_found(server: ServerProcess) -
 def export_cli(server: ServerProcess, identifier: str, *options: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "polku", "privacy", "export", identifier, "--data-dir", str(server.data_dir)]
     return subprocess.run([*command, *options], capture_output=True, text=True, timeout=60)
+
+
+def test_consent_and_its_history_across_channels(server: ServerProcess) -> None:
+    with server.admin() as admin, server.writer() as writer:
+        batch = [
+            {"type": "identify", "userId": "cy", "messageId": "c1", "context": {"channel": "web"},
+             "traits": {"consent": {"marketing": True, "surveys": True}}},
+            {"type": "identify", "userId": "cy", "messageId": "c2", "traits": {"name": "Cy"}},
+            {"type": "identify", "userId": "cy", "messageId": "c3", "context": {"channel": "app"},
+             "traits": {"consent": {"marketing": False}}},
+        ]  # fmt: skip
+        assert writer.post("/v1/batch", json={"batch": batch}).status_code == 200
+        customer = until(
+            lambda: (
+                (r := admin.get("/v1/profiles/lookup", params={"user_id": "cy"})).status_code == 200
+                and r.json()["events"] == 3
+                and r.json()["customer_id"]
+            ),
+            what="cy's profile",
+        )
+        consent = admin.get(f"/v1/profiles/{customer}/consent").json()
+        document = admin.get(f"/v1/profiles/{customer}/export").json()
+    assert consent["trait"] == "consent" and consent["history_complete"] is True
+    # The trait map is replaced by each identify that sets it: the latest says no to marketing.
+    assert consent["purposes"]["marketing"] == {"given": False, "default": False}
+    assert consent["purposes"]["service"] == {"given": None, "default": True}
+    history = [(entry["message_id"], entry["channel"], entry["consent"]) for entry in consent["history"]]
+    assert history == [("c3", "app", {"marketing": False}), ("c1", "web", {"marketing": True, "surveys": True})]
+    assert document["consent_history"] == consent["history"]
+    result = export_cli(server, "user_id:cy")  # the CLI's export, on stdout
+    assert result.returncode == 0 and json.loads(result.stdout)["consent_history"] == consent["history"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "polku", "privacy", "consent", "user_id:cy", "--data-dir", str(server.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and json.loads(shown.stdout)["history"] == consent["history"]

@@ -21,7 +21,16 @@ from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.setup import DEFAULT_WORKSPACE
 from polku.engine.worker import wall_clock_ms
 
-privacy_app = typer.Typer(help="Find and export a person's data (docs/privacy.md).", no_args_is_help=True)
+ScaleOutStore = Annotated[
+    str | None,
+    typer.Option(
+        envvar="POLKU_STORE", help="The scale-out deployment's PostgreSQL URL instead of --data-dir (env POLKU_STORE)."
+    ),
+]
+
+privacy_app = typer.Typer(
+    help="Find and export a person's data, and their consent (docs/privacy.md).", no_args_is_help=True
+)
 
 
 @privacy_app.command("export")
@@ -31,13 +40,7 @@ def privacy_export(
     ],
     data_dir: DataDir = Path("polku-data"),
     workspace: Workspace = DEFAULT_WORKSPACE,
-    store: Annotated[
-        str | None,
-        typer.Option(
-            envvar="POLKU_STORE",
-            help="The scale-out deployment's PostgreSQL URL instead of --data-dir (env POLKU_STORE).",
-        ),
-    ] = None,
+    store: ScaleOutStore = None,
     schema: Schema = "polku",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the JSON here (created 0600) instead of stdout.")
@@ -65,6 +68,25 @@ def privacy_export(
         written.write(text)
     temporary.replace(output)
     console.print(f"exported {document['customer_id']} ({len(document['events'])} events) to {output}")
+
+
+@privacy_app.command("consent")
+def privacy_consent(
+    identifier: Annotated[str, typer.Argument(help="A customer id, `type:value` or a bare identifier value.")],
+    data_dir: DataDir = Path("polku-data"),
+    workspace: Workspace = DEFAULT_WORKSPACE,
+    store: ScaleOutStore = None,
+    schema: Schema = "polku",
+) -> None:
+    """Per purpose the consent given (or the default), and every event that set it,
+    newest first (JSON)."""
+    from polku.engine.consent_views import consent_view
+
+    def read(views: ProfileViews, runtime: WorkspaceRuntime) -> dict[str, Any]:
+        return consent_view(views, workspace, runtime, views.find_any(workspace, runtime, identifier))
+
+    document = _with_store_views(store, schema, workspace, read) if store else _with_views(data_dir, workspace, read)
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
 
 
 def _with_store_views(store: str, schema: str, workspace: str, function: Any) -> Any:

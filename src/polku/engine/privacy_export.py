@@ -18,6 +18,7 @@ import msgspec
 from polku.adapters.sqlite import survey_store
 from polku.core.events import format_millis
 from polku.core.journey_state import JourneyState
+from polku.engine.consent_views import consent_view
 from polku.engine.journey_reports import agent_notes, customer_journeys, customer_messages
 from polku.engine.profile_views import MAX_TIMELINE_PAGE, ProfileViews, parse_cursor
 from polku.engine.runtime import WorkspaceRuntime
@@ -46,6 +47,7 @@ def export_person(
         "merged_customer_ids": merged[1:],
         "profile": profile,
         "consent_and_policy": views.policy(workspace, runtime, customer_id, now_ms),
+        "consent_history": consent_view(views, workspace, runtime, customer_id)["history"],
         "events": events,
         "events_complete": complete,
         "journeys": customer_journeys(

@@ -53,6 +53,13 @@ def profile_paths() -> dict[str, Any]:
             customer,
             (401, 404),
         ),
+        "/v1/profiles/{customer_id}/consent": _read(
+            "get_profile_consent",
+            "Per purpose: the consent given (or the default that applies), and every event that set it — when, "
+            "through which channel and source, and what it said, newest first (docs/privacy.md).",
+            customer,
+            (401, 404),
+        ),
         "/v1/profiles/{customer_id}/context": _read(
             "get_context",
             "The agent view: who this is, recent interactions, purchases, feedback, likely reason for contact.",

@@ -133,6 +133,14 @@ async def get_profile(request: Request) -> Response:
     return json_response(await _profiles(request).run(lambda v: v.profile_json(workspace, runtime, customer_id, now)))
 
 
+async def get_consent(request: Request) -> Response:
+    """Per purpose the consent given (or the default), and every event that set it."""
+    from polku.engine.consent_views import consent_view
+
+    workspace, runtime, customer_id = await _customer(request)
+    return json_response(await _profiles(request).run(lambda v: consent_view(v, workspace, runtime, customer_id)))
+
+
 async def export_profile(request: Request) -> Response:
     """The right of access: everything held about the person, as one JSON document
     to hand over (``polku.engine.privacy_export``; docs/privacy.md)."""
@@ -216,6 +224,7 @@ routes = [
     Route("/v1/profiles/{customer_id}", get_profile, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/timeline", get_timeline, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/export", export_profile, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}/consent", get_consent, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/context", get_context, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/policy", get_policy, methods=["GET"]),
     Route("/v1/accounts/{account_id}", get_account, methods=["GET"]),
