@@ -16,7 +16,7 @@ from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, BatchEnvelope, Eve
 from polku.core.journey_spec import JourneySpec
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
 from polku.core.survey_spec import SurveySpec
-from polku.core.workspace import NAME_PATTERN, WorkspaceConfig
+from polku.core.workspace import ADMIN_SCOPES, NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
 from polku.web.admin_routes import KeyRequest, SourceRequest
 
@@ -255,9 +255,16 @@ def build_openapi() -> dict[str, Any]:
     components["SourceRequest"]["properties"]["channel"]["pattern"] = f"^{CHANNEL_PATTERN.pattern}$"
     components["KeyRequest"]["anyOf"] = [
         {"properties": {"kind": {"const": "admin"}}},
-        {"required": ["source"], "properties": {"source": {"type": "string"}}},
+        # A write key names its source and has no scopes (it ingests, nothing else).
+        {"required": ["source"], "properties": {"source": {"type": "string"}, "scopes": {"type": "null"}}},
     ]
-    components["KeyRequest"]["description"] = "An admin token, or a write key for an existing `source`."
+    components["KeyRequest"]["properties"]["scopes"]["anyOf"][0].update(
+        {"items": {"enum": list(ADMIN_SCOPES)}, "minItems": 1}
+    )
+    components["KeyRequest"]["description"] = (
+        "An admin token (with some of the scopes read, manage, privacy; all without `scopes`), or a write key "
+        "for an existing `source`."
+    )
     components["BatchEnvelope"]["properties"]["batch"]["maxItems"] = MAX_BATCH_EVENTS
     components["WorkspaceConfig"]["properties"]["webhooks"]["propertyNames"] = {"pattern": f"^{NAME_PATTERN.pattern}$"}
     components["WebhookMapping"]["properties"]["channel"]["pattern"] = f"^{CHANNEL_PATTERN.pattern}$"
