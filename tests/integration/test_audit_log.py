@@ -5,14 +5,9 @@ sees none of it."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from tests.conftest import ADMIN_TOKEN, ServerProcess
-
-from polku.adapters.sqlite import SqliteCatalog
-from polku.core.workspace import Workspace
-from polku.engine.setup import add_key
+from tests.integration.workspaces import other_workspace_admin
 
 
 def test_admin_actions_are_recorded_with_who_what_when_where_and_the_outcome(server: ServerProcess) -> None:
@@ -54,18 +49,6 @@ def test_another_workspaces_admin_sees_none_of_it(server: ServerProcess) -> None
         assert admin.put("/v1/workspace/config", content="{}").status_code == 200
         assert len(admin.get("/v1/audit").json()["entries"]) == 1
 
-    async def other_workspace() -> str:
-        catalog = SqliteCatalog(server.data_dir)
-        await catalog.start()
-        try:
-            now = "2026-11-24T00:00:00.000Z"
-            await catalog.create_workspace(Workspace(id="other", name="Other", created_at=now))
-            made = await add_key(catalog, "admin", "other", None)
-            assert made is not None
-            return made.key
-        finally:
-            await catalog.close()
-
-    token = asyncio.run(other_workspace())
+    token = other_workspace_admin(server)
     answer = httpx.get(f"{server.url}/v1/audit", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200 and answer.json()["entries"] == []

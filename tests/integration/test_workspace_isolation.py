@@ -6,18 +6,14 @@ of it (A's journey, survey, key, configuration and quarantine are as they were).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from typing import Any
 
 import httpx
 from tests.conftest import ServerProcess
+from tests.integration.workspaces import other_workspace_admin
 from tests.journeys.test_journey_e2e import until
-
-from polku.adapters.sqlite import SqliteCatalog
-from polku.core.workspace import Workspace
-from polku.engine.setup import add_key
 
 JOURNEY = "id: welcome-a\nentry: {event: Signed Up}\nsteps:\n  - id: pause\n    wait: 1h\n"
 SURVEY = """
@@ -28,21 +24,6 @@ channels: [in_app]
 triggers: [{event: Order Completed}]
 """
 CONFIG = "channels:\n  email: {type: smtp, port: 2525, sender: a-only@example.com}\n"
-
-
-def make_other_workspace(server: ServerProcess) -> str:
-    async def go() -> str:
-        catalog = SqliteCatalog(server.data_dir)
-        await catalog.start()
-        try:
-            await catalog.create_workspace(Workspace(id="bee", name="B", created_at="2026-11-24T00:00:00.000Z"))
-            made = await add_key(catalog, "admin", "bee", None, label="b-admin")
-            assert made is not None
-            return made.key
-        finally:
-            await catalog.close()
-
-    return asyncio.run(go())
 
 
 def test_an_admin_of_another_workspace_reads_and_changes_nothing_of_it(server: ServerProcess) -> None:
@@ -84,7 +65,7 @@ def test_an_admin_of_another_workspace_reads_and_changes_nothing_of_it(server: S
     }
     secrets = [customer, "alice-a", "acct-a", "welcome-a", "csat-a", key["key_id"], "a-only@example.com", "Acme A"]
 
-    token = make_other_workspace(server)
+    token = other_workspace_admin(server, "bee")
     document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
     leaks: list[Any] = []
     changed: list[Any] = []
