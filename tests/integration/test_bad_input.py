@@ -424,3 +424,31 @@ def test_batch_of_exactly_the_limit_is_accepted(server: ServerProcess) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["accepted"] == MAX_BATCH_EVENTS
     assert len(server.all_events()) == MAX_BATCH_EVENTS
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/decide"),
+        ("POST", "/v1/invitations/x/answer"),
+        ("PUT", "/v1/workspace/config"),
+        ("PUT", "/v1/journeys/deep"),
+        ("PUT", "/v1/surveys/deep"),
+        ("PUT", "/v1/actions"),
+        ("POST", "/v1/batch"),
+    ],
+)
+def test_deeply_nested_bodies_are_refused_not_crashed_on(server: ServerProcess, method: str, path: str) -> None:
+    """A JSON or YAML body nested thousands deep would exhaust a parser's recursion:
+    each endpoint answers 400 (or 404 for an unknown token) with what is wrong."""
+    body = "[" * 2_000 + "]" * 2_000  # small enough for every size limit
+    answer = httpx.request(
+        method,
+        f"{server.url}{path}",
+        content=body,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        auth=(WRITE_KEY, "") if path == "/v1/batch" else None,
+        timeout=30,
+    )
+    assert answer.status_code in (400, 404), (answer.status_code, answer.text[:300])
+    assert answer.json()["code"] in ("malformed_json", "invalid_config", "invalid_body", "invalid_input", "not_found")

@@ -23,6 +23,7 @@ from polku.core.identity import IdentityRules, validate_rules
 from polku.core.policy import Policy, PolicyConfig
 from polku.core.segments import SegmentSet, SegmentSpec
 from polku.core.survey_fatigue import Fatigue, SurveysConfig
+from polku.core.yaml_source import check_shape
 
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 KeyKind = Literal["write", "admin"]
@@ -291,6 +292,7 @@ def _load_yaml(text: str | bytes, filename: str) -> Any:
             return super().compose_node(parent, index)
 
     try:
+        check_shape(text, filename)  # deep nesting would exhaust the loader's recursion
         data = yaml.load(text, Loader=NoAliasLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -311,6 +313,8 @@ def parse_config(text: str | bytes, *, filename: str = "<config>", allow_empty: 
         data = msgspec.json.decode(text)
     except (msgspec.DecodeError, UnicodeDecodeError):
         data = _load_yaml(text, filename)
+    except RecursionError:
+        raise ConfigError(f"{filename}: nested too deeply", file=filename) from None
     if data is None:
         if not allow_empty:
             raise ConfigError(f"{filename}: the configuration is empty; send {{}} to clear it", file=filename)

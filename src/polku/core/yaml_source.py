@@ -17,6 +17,32 @@ from polku.core.errors import ConfigError
 MAX_DOCUMENT_BYTES = 1 << 20
 
 
+MAX_DEPTH = 64
+"""Nesting of mappings and lists: far beyond any real document, and far below what
+would exhaust the loader's recursion (a 3,000-deep list crashed it)."""
+
+
+def check_shape(text: str | bytes, filename: str) -> None:
+    """Refuse, from the parser's event stream (flat: no recursion, and stopping at the
+    first offence), what would hurt the loader: aliases (a "billion laughs" document)
+    and nesting deeper than ``MAX_DEPTH``. Raises ``yaml.YAMLError`` for text that is
+    not YAML at all, like the loader would."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else 0
+            raise ConfigError(f"{filename}:{line}: YAML aliases (*name) are not allowed", file=filename, line=line)
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 0
+                raise ConfigError(f"{filename}:{line}: nested deeper than {MAX_DEPTH} levels", file=filename, line=line)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def load_with_lines(text: str | bytes, filename: str) -> tuple[Any, dict[str, int]]:
     import yaml
 
@@ -30,10 +56,7 @@ def load_with_lines(text: str | bytes, filename: str) -> tuple[Any, dict[str, in
                 f"{filename}: not UTF-8 text ({error.reason} at byte {error.start})", file=filename
             ) from None
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                line = event.start_mark.line + 1 if event.start_mark else 0
-                raise ConfigError(f"{filename}:{line}: YAML aliases (*name) are not allowed", file=filename, line=line)
+        check_shape(text, filename)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)

@@ -46,6 +46,8 @@ async def decide(request: Request) -> Response:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise MalformedBody(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise MalformedBody("the body is nested too deeply") from None
     call = parse_request(credential.workspace, data)
     runtime = await _profiles(request).runtime(credential.workspace)
     return json_response(await decision_service(request).decide(runtime, call))

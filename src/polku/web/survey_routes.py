@@ -310,6 +310,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as error:
         raise MalformedBody(f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise MalformedBody("the body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object with `score` (and `answers`, `comment`)", field="body")
     return data
