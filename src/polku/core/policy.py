@@ -74,6 +74,9 @@ class Consent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     defaults: dict[str, bool] = {}
     """Whether a customer who has said nothing consents to a purpose, over the
     built-in ``DEFAULT_CONSENT``; a purpose in neither needs an explicit yes."""
+    analytics: str | None = "analytics"
+    """The purpose whose explicit *no* keeps a person out of the analyses (docs/privacy.md,
+    "Consent in the analyses"); ``null``: the analyses count everyone."""
 
 
 class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -50,8 +50,12 @@ class Scope:
     def events_sql(self, *, interactions: bool = False, channel: bool = True) -> tuple[str, list[Any]]:
         """A CTE body: the workspace's events in scope, with ``b2b`` (the customer
         holds an account) and ``label_*`` columns."""
-        clauses = ["e.workspace = ?"]
-        parameters: list[Any] = [self.workspace, self.workspace]
+        # People who withdrew analytics consent are left out of every analysis.
+        clauses = [
+            "e.workspace = ?",
+            "e.customer_id NOT IN (SELECT customer_id FROM consent_withdrawn WHERE workspace = ?)",
+        ]
+        parameters: list[Any] = [self.workspace, self.workspace, self.workspace]
         if self.since_ms:
             clauses.append("e.ts >= make_timestamp(? * 1000)")
             parameters.append(self.since_ms)

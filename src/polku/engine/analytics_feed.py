@@ -76,8 +76,28 @@ class AnalyticsFeeder:
             if not rows:
                 return 0
             columns, segments = self.columns(rows)
-            analytics_store.append(db, columns, segments, rows[-1][0])
+            analytics_store.append(db, columns, segments, rows[-1][0], self.consent(columns))
             return len(rows)
+
+    def consent(self, columns: dict[str, list[Any]]) -> list[tuple[str, list[str], list[str]]]:
+        """Per workspace: the batch's customers, and those of them whose latest word on
+        the workspace's analytics purpose is no (the analyses leave them out). A
+        change of consent comes with an event of theirs, so it is looked at here."""
+        touched: dict[str, set[str]] = {}
+        for workspace, customer_id in zip(columns["workspace"], columns["customer_id"], strict=True):
+            touched.setdefault(workspace, set()).add(customer_id)
+        found = []
+        for workspace, customers in touched.items():
+            consent = self.config(workspace).policy.consent
+            looked_at = sorted(customers)
+            withdrawn: list[str] = []
+            if consent.analytics is not None:
+                for customer_id, profile in self.state.profiles(workspace, looked_at).items():
+                    said = profile.traits.get(consent.trait)
+                    if said is not None and isinstance(said[0], dict) and said[0].get(consent.analytics) is False:
+                        withdrawn.append(customer_id)
+            found.append((workspace, looked_at, sorted(withdrawn)))
+        return found
 
     def columns(
         self, rows: list[tuple[int, str, bytes]]

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS segment_members (
     PRIMARY KEY (workspace, customer_id, segment)
 );
 CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY, seq BIGINT, identity_change BIGINT, identity_epoch VARCHAR);
+CREATE TABLE IF NOT EXISTS consent_withdrawn (workspace VARCHAR, customer_id VARCHAR, PRIMARY KEY (workspace, customer_id));
 INSERT INTO feed SELECT 1, 0, 0, '' WHERE NOT EXISTS (SELECT 1 FROM feed);
 """
 RETRY_S: Final = 10.0
@@ -84,7 +85,23 @@ def connect(data_dir: Path, *, read_only: bool = False) -> Any:
             continue
         if not read_only:
             connection.execute(SCHEMA)
+        elif str(path) not in _CURRENT and not _has_table(connection, "consent_withdrawn"):
+            # A store from before this table: a short write connection adds it.
+            connection.close()
+            with writer(data_dir):
+                pass
+            continue
+        _CURRENT.add(str(path))
         return connection
+
+
+_CURRENT: set[str] = set()
+"""Stores this process found at the current schema (readers check once)."""
+
+
+def _has_table(connection: Any, name: str) -> bool:
+    row = connection.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()
+    return bool(row and row[0])
 
 
 @contextmanager
@@ -112,10 +129,15 @@ def feed_position(connection: Any) -> tuple[int, int, str]:
 
 
 def append(
-    connection: Any, columns: Mapping[str, Sequence[Any]], segments: Sequence[tuple[str, str, str, int, bool]], seq: int
+    connection: Any,
+    columns: Mapping[str, Sequence[Any]],
+    segments: Sequence[tuple[str, str, str, int, bool]],
+    seq: int,
+    consent: Sequence[tuple[str, Sequence[str], Sequence[str]]] = (),
 ) -> None:
-    """Rows (column → values) and segment changes (workspace, customer, segment,
-    ts, entered) up to log position ``seq``, in one transaction."""
+    """Rows (column → values), segment changes (workspace, customer, segment, ts,
+    entered) and consent (workspace, the customers looked at, those of them who
+    withdrew analytics consent) up to log position ``seq``, in one transaction."""
     import pyarrow as pa
 
     connection.execute("BEGIN TRANSACTION")
@@ -136,6 +158,15 @@ def append(
                     "DELETE FROM segment_members WHERE workspace = ? AND customer_id = ? AND segment = ?",
                     [workspace, customer_id, segment],
                 )
+        for workspace, looked_at, withdrawn in consent:
+            if looked_at:
+                marks = ", ".join("?" * len(looked_at))
+                connection.execute(
+                    f"DELETE FROM consent_withdrawn WHERE workspace = ? AND customer_id IN ({marks})",
+                    [workspace, *looked_at],
+                )
+            for customer_id in withdrawn:
+                connection.execute("INSERT INTO consent_withdrawn VALUES (?, ?)", [workspace, customer_id])
         connection.execute("UPDATE feed SET seq = ? WHERE id = 1", [seq])
         connection.execute("COMMIT")
     except BaseException:
