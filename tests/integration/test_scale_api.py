@@ -150,6 +150,11 @@ async def test_two_api_processes_take_in_and_answer_from_the_shared_state(deploy
         (["--store", "mysql://x", "--bus", NATS_URL], "postgresql://"),
         (["--store", "postgresql://postgres@127.0.0.1/x", "--bus", NATS_URL, "--partitions", "0"], "partitions 0"),
         (["--store", "postgresql://postgres@127.0.0.1/x", "--bus", NATS_URL, "--schema", "Bad-Name"], "schema"),
+        # Unreachable: the address named, its password not.
+        (
+            ["--store", "postgresql://u:s3cret@127.0.0.1:1/x", "--bus", NATS_URL],
+            "cannot connect to postgresql://u:***@",
+        ),
     ],
 )
 def test_serve_refuses_a_half_or_bad_scale_out_with_invalid_config(options: list[str], message: str) -> None:
@@ -162,6 +167,7 @@ def test_serve_refuses_a_half_or_bad_scale_out_with_invalid_config(options: list
     assert result.returncode == 2, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert "invalid_config" in output and message in output, output
+    assert "s3cret" not in output and "Traceback" not in output
 
 
 @pytest.mark.parametrize("variable", ["POLKU_SCHEMA", "POLKU_STORE_SCHEMA"])

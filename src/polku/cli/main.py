@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 from pathlib import Path
@@ -205,6 +206,12 @@ def serve(
         fail(error)
         return
     configure(settings.log_level)
+    if settings.scale_out:
+        try:  # a store or bus that cannot be reached is a clear error, not a startup traceback
+            asyncio.run(reach_scale_out(settings))
+        except PolkuError as error:
+            fail(error)
+            return
     application = create_app(settings, on_keys=print_keys)
     from polku.adapters.postgres.schema import redact
 
@@ -221,6 +228,18 @@ def serve(
         access_log=settings.access_log,
         timeout_graceful_shutdown=5,
     )
+
+
+async def reach_scale_out(settings: Settings) -> None:
+    """Apply the deployment's pending migrations and reach its NATS server (each a
+    ``ConfigError`` naming the address, its password hidden, when it cannot be)."""
+    from polku.adapters.nats.stream import connect
+    from polku.engine.scale_worker import migrate_all
+
+    deployment = settings.deployment()
+    await migrate_all(deployment)
+    client = await connect(deployment.bus_url, name="polku-serve-check", timeout_s=10)
+    await client.close()
 
 
 def main() -> None:
