@@ -546,6 +546,15 @@ def build_openapi() -> dict[str, Any]:
             },
         }
     }
+    # Every operation a key opens may meet the key's rate limit (docs/security.md);
+    # the write keys' is off unless configured, the admin tokens' is on.
+    for operations in paths.values():
+        for operation in operations.values():
+            if operation.get("security") in (ADMIN, WRITE_KEY) and "429" not in operation["responses"]:
+                operation["responses"]["429"] = {
+                    "description": "The key's rate limit; retry after `Retry-After` seconds.",
+                    **_json(ERROR),
+                }
     return {
         "openapi": "3.1.0",
         "info": {
