@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS segment_members (
     workspace VARCHAR, customer_id VARCHAR, segment VARCHAR, since TIMESTAMP,
     PRIMARY KEY (workspace, customer_id, segment)
 );
+-- The embedded store's list of people who withdrew analytics consent, which its
+-- analyses leave out: empty here (not applied to the files yet; docs/privacy.md).
+CREATE TABLE IF NOT EXISTS consent_withdrawn (workspace VARCHAR, customer_id VARCHAR);
 """
 # Every identifier's live customer: follow redirects from an id that has no profile
 # (an id with a profile is live, whatever redirect it once had), as
@@ -80,7 +83,8 @@ def connect(out: Path, *, threads: int = 2) -> Any:
     (the files written when it was opened, and any written later into the day
     folders; a connection opened before the first file sees none: call
     ``refresh``). ``identities`` is empty until ``load_identities``;
-    ``segment_members`` is empty (segment scopes are not supported on the files)."""
+    ``segment_members`` and ``consent_withdrawn`` are empty (segment scopes and the
+    analytics-consent rule are not applied to the files yet)."""
     import duckdb
 
     connection = duckdb.connect(":memory:", config={"threads": threads})
