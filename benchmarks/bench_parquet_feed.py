@@ -38,7 +38,6 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from polku.adapters.nats import NatsEventLog  # noqa: E402
 from polku.adapters.parquet import files, reader  # noqa: E402
 from polku.core.events import Event, format_millis  # noqa: E402
 from polku.engine.parquet_feed import ParquetFeed  # noqa: E402
@@ -76,15 +75,7 @@ def make_events(customers: int, total: int, seed: int = 7) -> list[Event]:
 
 
 async def fill(deployment: ScaleOut, events: list[Event], senders: int = 8) -> float:
-    log = NatsEventLog(
-        deployment.bus_url,
-        deployment.store_url,
-        stream=deployment.stream,
-        subject_prefix=deployment.subject_prefix,
-        partitions=deployment.partitions,
-        schema=deployment.schema,
-        index=False,
-    )
+    log = deployment.event_log(duplicate_window_s=600.0)  # as the API appends
     await log.start()
     started = time.perf_counter()
     chunks = [events[start : start + 100] for start in range(0, len(events), 100)]

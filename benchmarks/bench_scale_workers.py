@@ -47,7 +47,6 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from polku.adapters.nats import NatsEventLog  # noqa: E402
 from polku.core.events import Event, format_millis  # noqa: E402
 from polku.engine.scale_worker import ScaleOut, migrate_all  # noqa: E402
 from polku.ports import AppendBatch  # noqa: E402
@@ -154,10 +153,7 @@ async def run_once(args: argparse.Namespace, workers: int, events: list[Event], 
         partitions=args.partitions,
     )
     await migrate_all(deployment)
-    event_log = NatsEventLog(
-        deployment.bus_url, deployment.store_url, stream=deployment.stream, subject_prefix=deployment.subject_prefix,
-        partitions=deployment.partitions, schema=deployment.schema, index=False, max_pending_events=100_000,
-    )  # fmt: skip
+    event_log = deployment.event_log(duplicate_window_s=600.0, max_pending_events=100_000)  # as the API appends
     await event_log.start()
     processes = [start_worker(deployment, log) for _ in range(workers)]
     connection = await psycopg.AsyncConnection.connect(

@@ -11,15 +11,41 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ServerProcess, free_port
+from tests.contract.conftest import NATS_URL, fresh_stream
 
+from polku.adapters.nats import NatsEventLog
 from polku.engine.scale_worker import ScaleOut
 
 NATS_SERVER = "/usr/sbin/nats-server"
+
+
+@contextlib.asynccontextmanager
+async def fresh_deployment(database: str, partitions: int) -> AsyncIterator[ScaleOut]:
+    """A deployment no other test uses: a new schema in ``database`` and a new stream
+    (deleted afterwards) on the shared NATS server."""
+    async with fresh_stream() as (stream, prefix):
+        yield ScaleOut(
+            store_url=database,
+            bus_url=NATS_URL,
+            schema=f"scale_{uuid.uuid4().hex[:12]}",
+            stream=stream,
+            subject_prefix=prefix,
+            partitions=partitions,
+        )
+
+
+def api_log(deployment: ScaleOut, **options: Any) -> NatsEventLog:
+    """The event log as an API process appends to it: the workers index; the stream
+    deduplicates resends within 10 minutes unless ``duplicate_window_s`` says else."""
+    options.setdefault("duplicate_window_s", 600.0)
+    return deployment.event_log(**options)
 
 
 def scale_args(deployment: ScaleOut) -> list[str]:

@@ -11,7 +11,6 @@ import itertools
 import signal
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import nats
 import pytest
-from tests.contract.conftest import NATS_URL, fresh_database, fresh_stream
+from tests.contract.conftest import NATS_URL, fresh_database
+from tests.integration.scale_processes import api_log, fresh_deployment
 
 from polku.adapters.nats import NatsEventLog
 from polku.adapters.parquet import files, reader
@@ -44,29 +44,9 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 async def deployment(database: str) -> AsyncIterator[ScaleOut]:
-    async with fresh_stream() as (stream, prefix):
-        found = ScaleOut(
-            store_url=database,
-            bus_url=NATS_URL,
-            schema=f"parquet_{uuid.uuid4().hex[:12]}",
-            stream=stream,
-            subject_prefix=prefix,
-            partitions=PARTITIONS,
-        )
+    async with fresh_deployment(database, PARTITIONS) as found:
         await migrate_all(found)
         yield found
-
-
-def api_log(deployment: ScaleOut) -> NatsEventLog:
-    return NatsEventLog(
-        deployment.bus_url,
-        deployment.store_url,
-        stream=deployment.stream,
-        subject_prefix=deployment.subject_prefix,
-        partitions=deployment.partitions,
-        schema=deployment.schema,
-        index=False,
-    )
 
 
 def event(kind: str, ts: int, channel: str = "web", **fields: Any) -> Event:

@@ -9,19 +9,19 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.conftest import ADMIN_TOKEN, WRITE_KEY, ServerProcess
-from tests.contract.conftest import NATS_URL, fresh_database, fresh_stream
-from tests.integration.scale_processes import api_server, worker
+from tests.contract.conftest import NATS_URL, fresh_database
+from tests.integration.scale_processes import api_server, fresh_deployment, worker
 
 from polku.engine.scale_worker import ScaleOut
 
 pytestmark = pytest.mark.anyio
+PARTITIONS = 4
 CONFIG = "channels:\n  email: {type: smtp, port: 2525, sender: shop@example.com}\n"
 JOURNEY = """
 id: hello
@@ -42,15 +42,8 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 async def deployment(database: str) -> AsyncIterator[ScaleOut]:
-    async with fresh_stream() as (stream, prefix):
-        yield ScaleOut(
-            store_url=database,
-            bus_url=NATS_URL,
-            schema=f"api_{uuid.uuid4().hex[:12]}",
-            stream=stream,
-            subject_prefix=prefix,
-            partitions=4,
-        )
+    async with fresh_deployment(database, PARTITIONS) as found:
+        yield found
 
 
 def until(check: Any, timeout_s: float, what: str) -> Any:

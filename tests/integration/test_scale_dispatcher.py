@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from tests.channels.helpers import T0, message
 from tests.conftest import free_port
-from tests.contract.conftest import NATS_URL, fresh_database, fresh_stream
+from tests.contract.conftest import NATS_URL, fresh_database
+from tests.integration.scale_processes import fresh_deployment
 
 from polku.adapters.channels.smtp import message_id
 from polku.adapters.postgres.catalog import PostgresCatalog
@@ -60,15 +60,8 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 async def deployment(database: str) -> AsyncIterator[ScaleOut]:
-    async with fresh_stream() as (stream, prefix):
-        yield ScaleOut(
-            store_url=database,
-            bus_url=NATS_URL,
-            schema=f"dispatch_{uuid.uuid4().hex[:12]}",
-            stream=stream,
-            subject_prefix=prefix,
-            partitions=PARTITIONS,
-        )
+    async with fresh_deployment(database, PARTITIONS) as found:
+        yield found
 
 
 # -- an SMTP server that says who sent what, and when ---------------------------------

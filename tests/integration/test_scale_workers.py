@@ -11,7 +11,6 @@ import itertools
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from typing import Any
 import nats
 import psycopg
 import pytest
-from tests.contract.conftest import NATS_URL, fresh_database, fresh_stream
+from tests.contract.conftest import NATS_URL, fresh_database
+from tests.integration.scale_processes import api_log, fresh_deployment
 
 from polku.adapters.memory import MemoryLogReader
 from polku.adapters.memory_state import MemoryStateStore
@@ -46,29 +46,8 @@ def database() -> Iterator[str]:
 
 @pytest.fixture
 async def deployment(database: str) -> AsyncIterator[ScaleOut]:
-    async with fresh_stream() as (stream, prefix):
-        yield ScaleOut(
-            store_url=database,
-            bus_url=NATS_URL,
-            schema=f"scale_{uuid.uuid4().hex[:12]}",
-            stream=stream,
-            subject_prefix=prefix,
-            partitions=PARTITIONS,
-        )
-
-
-def api_log(deployment: ScaleOut, **options: Any) -> NatsEventLog:
-    """The event log as the API appends to it (the workers index)."""
-    return NatsEventLog(
-        deployment.bus_url,
-        deployment.store_url,
-        stream=deployment.stream,
-        subject_prefix=deployment.subject_prefix,
-        partitions=deployment.partitions,
-        schema=deployment.schema,
-        index=False,
-        **options,
-    )
+    async with fresh_deployment(database, PARTITIONS) as found:
+        yield found
 
 
 def event(kind: str, ts: int, **fields: Any) -> Event:

@@ -134,27 +134,7 @@ class AnalyticsFeeder:
                 if found is None:
                     continue
                 customer = found
-            config = self.config(workspace)
-            properties = event.properties or {}
-            metric, score = _feedback(name, properties, config.feedback_event)
-            account = event.group_id if event.type == "group" else (event.context or {}).get("groupId")
-            values = (
-                workspace,
-                seq,
-                ts,
-                customer,
-                anchor,
-                event.type,
-                name,
-                event.channel,
-                str(account) if account not in (None, "") else None,
-                metric,
-                score,
-                _text(properties.get("survey")) if metric else None,
-                _text(properties.get("journey")),
-                _text(properties.get("step")) if properties.get("journey") else None,
-                event.source,
-            )
+            values = store_row(workspace, seq, ts, customer, anchor, event, name, self.config(workspace))
             for append, value in zip(add, values, strict=True):
                 append(value)
         return columns, segments
@@ -238,6 +218,40 @@ class AnalyticsFeeder:
             [workspace],
         )
         db.unregister("moves")
+
+
+def store_row(
+    workspace: str,
+    seq: int,
+    ts: int,
+    customer: str | None,
+    anchor: str,
+    event: Event,
+    name: str | None,
+    config: WorkspaceConfig,
+) -> tuple[Any, ...]:
+    """An event's values in ``analytics_store.EVENT_COLUMNS`` order (the embedded
+    store's rows, and the first columns of the scale-out's Parquet files)."""
+    properties = event.properties or {}
+    metric, score = _feedback(name, properties, config.feedback_event)
+    account = event.group_id if event.type == "group" else (event.context or {}).get("groupId")
+    return (
+        workspace,
+        seq,
+        ts,
+        customer,
+        anchor,
+        event.type,
+        name,
+        event.channel,
+        str(account) if account not in (None, "") else None,
+        metric,
+        score,
+        _text(properties.get("survey")) if metric else None,
+        _text(properties.get("journey")),
+        _text(properties.get("step")) if properties.get("journey") else None,
+        event.source,
+    )
 
 
 def _feedback(name: str | None, properties: dict[str, Any], feedback_event: str) -> tuple[str | None, float | None]:

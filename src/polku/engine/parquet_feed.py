@@ -52,7 +52,7 @@ from polku.core.errors import ConfigError
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import event_identifiers
 from polku.core.workspace import WorkspaceConfig
-from polku.engine.analytics_feed import _feedback, _text
+from polku.engine.analytics_feed import store_row
 from polku.engine.runtime import INTERNAL_SOURCE, internal_customer, is_interaction
 from polku.engine.scale_worker import ScaleOut
 from polku.engine.worker import exclusive_lock
@@ -96,25 +96,8 @@ def event_row(seq: int, workspace: str, body: bytes, config: WorkspaceConfig) ->
         if not identifiers:
             return None
         anchor = identifiers[0]
-    properties = event.properties or {}
-    metric, score = _feedback(name, properties, config.feedback_event)
-    account = event.group_id if event.type == "group" else (event.context or {}).get("groupId")
     row = (
-        workspace,
-        seq,
-        ts,
-        customer,
-        anchor,
-        event.type,
-        name,
-        event.channel,
-        str(account) if account not in (None, "") else None,
-        metric,
-        score,
-        _text(properties.get("survey")) if metric else None,
-        _text(properties.get("journey")),
-        _text(properties.get("step")) if properties.get("journey") else None,
-        event.source,
+        *store_row(workspace, seq, ts, customer, anchor, event, name, config),
         event.message_id,
         event.user_id,
         event.anonymous_id,

@@ -94,10 +94,6 @@ class ProfileViews:
         self.log.close()
 
     @property
-    def embedded(self) -> bool:
-        return isinstance(self.state, StateReads)
-
-    @property
     def sql(self) -> sqlite3.Connection:
         """The embedded state's connection, for reads written in SQLite's SQL."""
         return self.sqlite("this read")[0]

@@ -76,10 +76,10 @@ class ScaleOut:
     subject_prefix: str = DEFAULT_SUBJECT_PREFIX
     partitions: int = DEFAULT_PARTITIONS
 
-    def event_log(self, **options: Any) -> NatsEventLog:
-        """The stream, for a worker or dispatcher to publish into: it neither indexes
-        (the workers do, in their commits) nor changes the stream's duplicate window
-        (the API's to choose)."""
+    def event_log(self, *, duplicate_window_s: float | None = None, **options: Any) -> NatsEventLog:
+        """The stream, to publish into. It never indexes (the workers do, in their
+        commits); only the API sets the stream's duplicate window (the others leave
+        it as it is: ``None``)."""
         return NatsEventLog(
             self.bus_url,
             self.store_url,
@@ -88,7 +88,7 @@ class ScaleOut:
             partitions=self.partitions,
             schema=self.schema,
             index=False,
-            duplicate_window_s=None,
+            duplicate_window_s=duplicate_window_s,
             **options,
         )
 

@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from polku.adapters.nats import NatsEventLog
 from polku.adapters.postgres.catalog import PostgresCatalog
 from polku.adapters.postgres.schema import redact
 from polku.adapters.sqlite import SqliteCatalog, SqliteEventLog
@@ -115,16 +114,8 @@ def scale_out_backends(settings: Settings) -> Backends:
     stream, the catalog and the reads to PostgreSQL; workers, dispatchers and the
     analytics consumer run as processes of their own."""
     deployment = settings.deployment()
-    event_log = NatsEventLog(
-        deployment.bus_url,
-        deployment.store_url,
-        stream=deployment.stream,
-        subject_prefix=deployment.subject_prefix,
-        partitions=deployment.partitions,
-        schema=deployment.schema,
-        duplicate_window_s=settings.duplicate_window_s,
-        max_pending_events=settings.max_pending_events,
-        index=False,  # the workers index, in their commits
+    event_log = deployment.event_log(
+        duplicate_window_s=settings.duplicate_window_s, max_pending_events=settings.max_pending_events
     )
 
     async def migrate() -> None:

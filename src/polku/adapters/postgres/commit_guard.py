@@ -15,9 +15,9 @@ their work is not), after step 0:
    ``LeaseLost`` and nothing commits. Their checkpoints move to the batch's last
    sequence in each. The partitions whose timers the batch fired are fenced the same
    way, at the epoch they were held at when the timers were read.
-3. **Validation.** Commits of other workers since this worker last looked whose keys
+2. **Validation.** Commits of other workers since this worker last looked whose keys
    meet what this batch read or wrote are a ``StateConflict`` (run the batch again).
-4. **Record.** This commit's written keys go to ``state_commits``.
+3. **Record.** This commit's written keys go to ``state_commits``.
 
 ``refresh`` (before a batch) returns the keys others committed since the last look,
 for the processor to evict from its caches.
@@ -109,8 +109,12 @@ class CommitGuard:
         self._index(connection, self.applied(changes.checkpoint))
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (self.lock,))
         positions = self.positions(changes.checkpoint)
-        self._fence(connection, positions)
-        self._fence_timers(connection, {p: e for p, e in self._timer_epochs.items() if p not in positions})
+        # The partitions of the batch's messages and of its timers, locked in one
+        # statement (in partition order: two workers never wait on each other in turn).
+        # Where both name a partition, the timers' epoch (read earlier) must hold too.
+        epochs = {**{p: epoch for p, (_, epoch, _) in positions.items()}, **self._timer_epochs}
+        self._check_leases(connection, epochs)
+        self._move_checkpoints(connection, positions)
         foreign, newest = self._foreign(connection)
         mine = written_keys(changes) | cap_checks(self.reads)
         clash = foreign & (mine | self.reads)
@@ -137,12 +141,12 @@ class CommitGuard:
         self._timer_epochs = {}
         return evict
 
-    def _fence(self, connection: Connection, positions: Mapping[int, tuple[int, int, int]]) -> None:
-        """``positions``: partition → (last sequence of the batch, epoch, the
-        checkpoint the batch started from)."""
-        if not positions:
+    def _check_leases(self, connection: Connection, epochs: Mapping[int, int]) -> None:
+        """The lease rows of ``epochs``' partitions are locked and must still name this
+        worker at those epochs (the messages' and the timers' partitions)."""
+        if not epochs:
             return
-        partitions = sorted(positions)
+        partitions = sorted(epochs)
         held = {
             partition: (owner, epoch)
             for partition, owner, epoch in connection.execute(
@@ -151,12 +155,19 @@ class CommitGuard:
                 (self.stream, partitions),
             )
         }
-        lost = [p for p in partitions if held.get(p) != (self.owner, positions[p][1])]
+        lost = [p for p in partitions if held.get(p) != (self.owner, epochs[p])]
         if lost:
             raise LeaseLost(lost)
-        # Under the lease rows' locks: the checkpoints must be where this worker's
-        # batch started. Ahead means these messages were applied already (a commit
-        # whose answer was lost, or a holder that read an old checkpoint).
+
+    def _move_checkpoints(self, connection: Connection, positions: Mapping[int, tuple[int, int, int]]) -> None:
+        """``positions``: partition → (last sequence of the batch, epoch, the
+        checkpoint the batch started from). Under the lease rows' locks: the
+        checkpoints must be where this worker's batch started. Ahead means these
+        messages were applied already (a commit whose answer was lost, or a holder
+        that read an old checkpoint)."""
+        if not positions:
+            return
+        partitions = sorted(positions)
         stored = dict(
             connection.execute(
                 "SELECT partition, seq FROM partition_checkpoints WHERE stream = %s AND partition = ANY(%s)",
@@ -172,24 +183,6 @@ class CommitGuard:
             "ON CONFLICT (stream, partition) DO UPDATE SET seq = excluded.seq",
             (self.stream, partitions, [positions[p][0] for p in partitions]),
         )
-
-    def _fence_timers(self, connection: Connection, epochs: Mapping[int, int]) -> None:
-        """A batch that fired timers of a partition commits only while this worker
-        still holds it at the epoch it read them under (its checkpoint stays)."""
-        if not epochs:
-            return
-        partitions = sorted(epochs)
-        held = {
-            partition: (owner, epoch)
-            for partition, owner, epoch in connection.execute(
-                "SELECT partition, owner, epoch FROM partition_leases WHERE stream = %s AND partition = ANY(%s) "
-                "ORDER BY partition FOR UPDATE",
-                (self.stream, partitions),
-            )
-        }
-        lost = [p for p in partitions if held.get(p) != (self.owner, epochs[p])]
-        if lost:
-            raise LeaseLost(lost)
 
     def _index(self, connection: Connection, messages: list[tuple[int, str, bytes]]) -> None:
         rows = []
