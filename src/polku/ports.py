@@ -19,6 +19,7 @@ import msgspec
 
 from polku.core.audit import AuditEntry
 from polku.core.deliveries import Due, Lane, Outcome, Settled
+from polku.core.erasure import ErasureScope
 from polku.core.events import Event, Rejection
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
@@ -297,6 +298,21 @@ class LogReader(Protocol):
     def close(self) -> None: ...
 
 
+class LogEraser(Protocol):
+    """Removes erased people from the log's side of a deployment (the log, the
+    quarantine, survey answers, the audit log's paths, the delivery ledger):
+    driven by the processor (``polku.core.erasure``)."""
+
+    def erase(self, scope: ErasureScope) -> dict[str, int]:
+        """Everything ``scope`` names; idempotent. Rows removed per table."""
+        ...
+
+    def drop(self, late: Sequence[tuple[str, int, str | None]]) -> None:
+        """(workspace, seq, customer id) of events that came after their person was
+        erased: they leave the log (and the customer's ledger rows, if named)."""
+        ...
+
+
 class StateStore(Protocol):
     """The processor's state (``polku.state``): what the processor reads while it
     folds a batch, and ``commit``, which writes a batch's ``StateChanges`` with the
@@ -341,6 +357,24 @@ class StateStore(Protocol):
     def journey_entries(self, workspace: str, journey_id: str) -> int: ...
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]: ...
+
+    def erased(self) -> set[tuple[str, str]]:
+        """(workspace, hash) of erased customer ids and suppressed identifiers."""
+        ...
+
+    def erasure_scope(
+        self, workspace: str, customer_id: str, *, erasure: str, requested_ms: int, marker_seq: int, suppress: bool
+    ) -> ErasureScope:
+        """What the committed state holds of a person (``polku.core.erasure``)."""
+        ...
+
+    def pending_erasures(self, stage: str) -> list[ErasureScope]: ...
+
+    def mark_erasure(self, workspace: str, erasure: str, stage: str, removed: dict[str, int], now_ms: int) -> None: ...
+
+    def wipe_wal(self) -> None:
+        """Let no earlier copy of an erased record stay in the store's files."""
+        ...
 
     def commit(self, changes: StateChanges) -> None: ...
 

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from polku.core.channels import OutboundMessage
+from polku.core.erasure import ErasureScope
 from polku.core.events import Event
 from polku.core.identity import EventKey, LinkEvent
 from polku.core.journey_state import InvitationRecord, JourneyState, TransitionRecord
@@ -137,4 +138,7 @@ class StateChanges(msgspec.Struct, kw_only=True):
     action_stats: dict[tuple[str, str, str], list[int]] = {}
     """(workspace, action, learning group) → [offers, acceptances, rejections] to add."""
     decision_stats: dict[tuple[str, str], list[int]] = {}
+    erasures: list[ErasureScope] = []
+    """People erased (``polku.core.erasure``): their state goes with this commit, which
+    holds nothing else of theirs (the processor commits before it erases)."""
     """(workspace, ``treatment`` | ``holdout``) → [decisions, conversions] to add."""

@@ -38,6 +38,7 @@ def test_an_admin_of_another_workspace_reads_and_changes_nothing_of_it(server: S
             {"type": "group", "userId": "alice-a", "groupId": "acct-a", "traits": {"name": "Acme A"}},
             {"type": "track", "userId": "alice-a", "event": "Signed Up"},
             {"type": "track", "userId": "alice-a", "event": "Order Completed"},
+            {"type": "track", "userId": "zed-a", "event": "Signed Up"},
         ]
         assert writer.post("/v1/batch", json={"batch": batch}).status_code == 200
         assert writer.post("/v1/track", json={"userId": "alice-a"}).status_code == 400  # no event: quarantined
@@ -49,6 +50,14 @@ def test_an_admin_of_another_workspace_reads_and_changes_nothing_of_it(server: S
             ),
             what="alice's profile",
         )
+        zed = until(
+            lambda: (
+                (r := admin.get("/v1/profiles/lookup", params={"user_id": "zed-a"})).status_code == 200
+                and r.json()["customer_id"]
+            ),
+            what="zed's profile",
+        )
+        erasure = admin.delete(f"/v1/profiles/{zed}", params={"wait": 60}).json()["id"]  # an erasure of A's
         (entry,) = admin.get("/v1/quarantine").json()["entries"]
         before = {
             path: admin.get(path).json() for path in ("/v1/journeys/welcome-a", "/v1/surveys/csat-a", "/v1/workspace")
@@ -62,8 +71,19 @@ def test_an_admin_of_another_workspace_reads_and_changes_nothing_of_it(server: S
         "account_id": "acct-a",
         "version": "1",
         "name": "channel-mix",
+        "erasure_id": erasure,
     }
-    secrets = [customer, "alice-a", "acct-a", "welcome-a", "csat-a", key["key_id"], "a-only@example.com", "Acme A"]
+    secrets = [
+        customer,
+        "alice-a",
+        "acct-a",
+        "welcome-a",
+        "csat-a",
+        key["key_id"],
+        "a-only@example.com",
+        "Acme A",
+        erasure,
+    ]
 
     token = other_workspace_admin(server, "bee")
     document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
@@ -100,4 +120,5 @@ def test_an_admin_of_another_workspace_reads_and_changes_nothing_of_it(server: S
         keys = {k["key_id"]: k["revoked_at"] for k in admin.get("/v1/keys").json()["keys"]}
         assert keys[key["key_id"]] is None
         assert [e["id"] for e in admin.get("/v1/quarantine").json()["entries"]] == [entry["id"]]
-        assert admin.get(f"/v1/profiles/{customer}").status_code == 200
+        assert admin.get(f"/v1/profiles/{customer}").status_code == 200  # B's DELETE erased no one of A
+        assert [found["id"] for found in admin.get("/v1/erasures").json()["erasures"]] == [erasure]

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from polku.core.channels import OutboundMessage
+from polku.core.erasure import STAGES, ErasureReceipt, ErasureScope, identity_hash, receipt
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import InvitationRecord, JourneyState, TransitionRecord
 from polku.core.profile import Profile
@@ -51,6 +52,10 @@ class MemoryStateStore:
         self.feedback: dict[tuple[str, str], FeedbackRow] = {}
         self.action_stats: dict[tuple[str, str, str], list[int]] = {}
         self.decision_stats: dict[tuple[str, str], list[int]] = {}
+        self.erasures: dict[
+            tuple[str, str], tuple[ErasureScope | None, dict[str, int | None], dict[str, int], tuple[int, int, int]]
+        ] = {}
+        self.erased_hashes: set[tuple[str, str]] = set()
         self._next_id = 1
 
     def _id(self) -> int:
@@ -240,7 +245,106 @@ class MemoryStateStore:
         for key, answer in changes.feedback.items():
             if key not in self.feedback or answer.seq > self.feedback[key].seq:
                 self.feedback[key] = answer
+        for scope in changes.erasures:
+            self._erase(scope)
         self._checkpoint = changes.checkpoint
+
+    # -- erasure (the SQL stores share ``adapters.state_erasure``) -------------------
+
+    def erasure_scope(
+        self, workspace: str, customer_id: str, *, erasure: str, requested_ms: int, marker_seq: int, suppress: bool
+    ) -> ErasureScope:
+        ids = [customer_id]
+        for found in ids:
+            ids.extend(
+                old for (w, old), new in self.redirects.items() if w == workspace and new == found and old not in ids
+            )
+        named = set(ids)
+        identifiers = sorted(i for (w, i), r in self.identifiers.items() if w == workspace and r.customer_id in named)
+        seqs = sorted({row.seq for c in ids for row in self.timelines.get((workspace, c), {}).values()})
+        invitations = sorted(
+            i.id for i in self.invitations.values() if i.workspace == workspace and i.customer_id in named
+        )
+        return ErasureScope(
+            erasure=erasure,
+            workspace=workspace,
+            requested_ms=requested_ms,
+            marker_seq=marker_seq,
+            customer_ids=ids,
+            identifiers=identifiers,
+            seqs=seqs,
+            invitations=invitations,
+            suppress=suppress,
+        )
+
+    def _erase(self, scope: ErasureScope) -> None:
+        workspace, ids, identifiers = scope.workspace, set(scope.customer_ids), set(scope.identifiers)
+        counts = {"state.identifiers": 0, "state.profiles": 0, "state.timeline": 0}
+        for identifier in identifiers:
+            counts["state.identifiers"] += self.identifiers.pop((workspace, identifier), None) is not None
+            for set_hash in self.link_members.pop((workspace, identifier), set()):
+                self.link_bodies.pop((workspace, set_hash), None)
+        for customer_id in ids:
+            counts["state.profiles"] += self.profiles.pop((workspace, customer_id), None) is not None
+            counts["state.timeline"] += len(self.timelines.pop((workspace, customer_id), {}))
+            for table in (self.timers, self.journey_states, self.redirects):
+                table.pop((workspace, customer_id), None)
+        self.redirects = {k: v for k, v in self.redirects.items() if not (k[0] == workspace and v in ids)}
+        self.members = {m for m in self.members if not (m[0] == workspace and m[2] in ids)}
+        self.transitions = [t for t in self.transitions if not (t[0] == workspace and t[1].customer_id in ids)]
+        self.messages = {
+            k: m for k, m in self.messages.items() if not (m.workspace == workspace and m.customer_id in ids)
+        }
+        self.invitations = {
+            k: i for k, i in self.invitations.items() if not (i.workspace == workspace and i.customer_id in ids)
+        }
+        self.feedback = {k: f for k, f in self.feedback.items() if not (k[0] == workspace and f.customer_id in ids)}
+        self.erased_hashes |= {(workspace, identity_hash(workspace, c)) for c in ids}
+        if scope.suppress:
+            self.erased_hashes |= {(workspace, identity_hash(workspace, i)) for i in identifiers}
+        stages: dict[str, int | None] = {"state": scope.state_ms, "log": None, "analytics": None}
+        suppressed = len(identifiers) if scope.suppress else 0
+        facts = (scope.requested_ms, len(ids), suppressed)
+        self.erasures.setdefault(
+            (workspace, scope.erasure), (scope, stages, {k: v for k, v in counts.items() if v}, facts)
+        )
+
+    def mark_erasure(self, workspace: str, erasure: str, stage: str, removed: dict[str, int], now_ms: int) -> None:
+        scope, stages, counts, facts = self.erasures[(workspace, erasure)]
+        stages[stage] = now_ms
+        counts.update({f"{stage}.{table}": count for table, count in removed.items() if count})
+        done = all(stages[name] is not None for name in STAGES)
+        self.erasures[(workspace, erasure)] = (None if done else scope, stages, counts, facts)
+
+    def pending_erasures(self, stage: str) -> list[ErasureScope]:
+        before = "state" if stage == "log" else "log"
+        return [
+            scope
+            for scope, stages, _, _ in self.erasures.values()
+            if scope is not None and stages[stage] is None and stages[before] is not None
+        ]
+
+    def erasure_receipts(self, workspace: str, *, erasure: str | None = None, limit: int = 100) -> list[ErasureReceipt]:
+        found = [
+            receipt(
+                erasure=name,
+                workspace=w,
+                requested_ms=facts[0],
+                stages=dict(stages),
+                removed=dict(counts),
+                customers=facts[1],
+                suppressed=facts[2],
+            )
+            for (w, name), (_, stages, counts, facts) in self.erasures.items()
+            if w == workspace and erasure in (None, name)
+        ]
+        return found[-limit:][::-1]
+
+    def erased(self) -> set[tuple[str, str]]:
+        return set(self.erased_hashes)
+
+    def wipe_wal(self) -> None:
+        return None
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
         for entry_id in ids:

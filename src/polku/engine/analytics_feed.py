@@ -20,7 +20,7 @@ import msgspec
 
 from polku.adapters.duckdb import analytics_store
 from polku.adapters.sqlite.log_reader import SqliteLogReader, decode_config
-from polku.adapters.sqlite.state_store import StateReads, open_state_reader
+from polku.adapters.sqlite.state_store import StateReads, mark_erasure_stage, open_state_reader
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import event_identifiers
 from polku.core.profile import FEEDBACK_SCALES
@@ -59,6 +59,7 @@ class AnalyticsFeeder:
 
     def step(self) -> int:
         """Feed one batch and the identity changes made so far; how many events."""
+        self.apply_erasures()
         with analytics_store.writer(self.data_dir) as db:
             position, change_id, epoch = analytics_store.feed_position(db)
             state_epoch = self.state.identity_epoch()
@@ -78,6 +79,22 @@ class AnalyticsFeeder:
             columns, segments = self.columns(rows)
             analytics_store.append(db, columns, segments, rows[-1][0], self.consent(columns))
             return len(rows)
+
+    def apply_erasures(self) -> int:
+        """The analytics stage of the erasures whose log stage is done (before it,
+        the feeder could copy again what the log still held): their rows go, the file
+        is written anew without them, and the stage is marked in the state."""
+        scopes = self.state.pending_erasures("analytics")
+        if not scopes:
+            return 0
+        with analytics_store.writer(self.data_dir) as db:
+            removed = [analytics_store.erase(db, scope) for scope in scopes]
+        analytics_store.compact(self.data_dir)
+        self.owners.clear()
+        for scope, counts in zip(scopes, removed, strict=True):
+            mark_erasure_stage(self.data_dir, scope, "analytics", counts)
+        log.info("analytics: %d erasures applied", len(scopes))
+        return len(scopes)
 
     def consent(self, columns: dict[str, list[Any]]) -> list[tuple[str, list[str], list[str]]]:
         """Per workspace: the batch's customers, and those of them whose latest word on

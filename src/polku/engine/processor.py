@@ -27,6 +27,7 @@ import msgspec
 
 from polku.adapters.sqlite.log_reader import decode_config
 from polku.adapters.sqlite.state_store import link_hash
+from polku.core.erasure import ERASURE_EVENT, ErasureRequest, ErasureScope, erasure_request, identity_hash
 from polku.core.errors import StoreUnavailable
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import (
@@ -47,6 +48,7 @@ from polku.engine.decision_feedback import DecisionFeedback
 from polku.engine.identity_change import IdentityChanger
 from polku.engine.journey_runner import JourneyRunner
 from polku.engine.runtime import (
+    INTERNAL_SOURCE,
     SEGMENT_RECHECK_MS,
     WorkspaceRuntime,
     as_customer,
@@ -55,7 +57,7 @@ from polku.engine.runtime import (
     internal_event,
     is_interaction,
 )
-from polku.ports import LogReader, StateStore
+from polku.ports import LogEraser, LogReader, StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
 log = logging.getLogger("polku.processor")
@@ -70,6 +72,36 @@ MAX_KNOWN_LINKS: Final = 1_000
 """Links a profile remembers having stored (beyond, it forgets them all and stores
 repeats again: harmless, the store keeps the earliest)."""
 """Members whose segments are checked again when their account's traits change."""
+
+
+def erasure_of(event: Event) -> ErasureRequest | None:
+    """The erasure an event of the log requests (polku's own, ``ERASURE_EVENT``)."""
+    if event.source != INTERNAL_SOURCE or event.event != ERASURE_EVENT:
+        return None
+    return erasure_request(event.properties)
+
+
+class ErasedPeople:
+    """The hashes of erased customer ids and suppressed identifiers
+    (``polku.core.erasure.identity_hash``), per workspace."""
+
+    def __init__(self, hashes: set[tuple[str, str]]) -> None:
+        self.hashes = hashes
+        self.workspaces = {workspace for workspace, _ in hashes}
+
+    def add(self, workspace: str, scope: ErasureScope) -> None:
+        self.hashes.update((workspace, identity_hash(workspace, found)) for found in scope.customer_ids)
+        if scope.suppress:
+            self.hashes.update((workspace, identity_hash(workspace, found)) for found in scope.identifiers)
+        self.workspaces.add(workspace)
+
+    def customer(self, workspace: str, customer_id: str) -> bool:
+        return workspace in self.workspaces and (workspace, identity_hash(workspace, customer_id)) in self.hashes
+
+    def suppresses(self, workspace: str, identifiers: list[str]) -> bool:
+        if workspace not in self.workspaces:
+            return False
+        return any((workspace, identity_hash(workspace, found)) in self.hashes for found in identifiers)
 
 
 class Caches:
@@ -111,9 +143,13 @@ class Processor:
         cache_size: int = 100_000,
         emit: bool = True,
         batch_seconds: float = 0.05,
+        eraser: LogEraser | None = None,
     ) -> None:
         self.store = store
         self.reader = reader
+        self.eraser = eraser
+        """Removes erased people from the log (``None``: the log stage waits for a
+        processor that has one — a rebuild has none)."""
         self.clock = clock
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
@@ -132,7 +168,12 @@ class Processor:
         self.seq = 0
         self.messages_committed = 0
         """Outbox messages committed so far (the worker nudges the dispatcher)."""
+        self.erased = ErasedPeople(store.erased())
+        self.late: list[tuple[str, int, str | None]] = []
+        """(workspace, seq, customer id) of this batch's events of people erased
+        before them: dropped from the log before the batch commits."""
         self.refresh_configs()
+        self.finish_erasures()
 
     # -- configuration --------------------------------------------------------
 
@@ -177,8 +218,18 @@ class Processor:
         try:
             self.prefetch(rows)
             for position, (seq, workspace, body) in enumerate(rows, start=1):
-                self.process(seq, workspace, _decode_event(body))
+                event = _decode_event(body)
+                erasure = erasure_of(event)
+                if erasure is not None and position > 1:
+                    # An erasure commits alone, over the committed state: the batch
+                    # up to it first, then the erasure as the next step's first row.
+                    rows, timers = rows[: position - 1], []
+                    break
+                self.process(seq, workspace, event)
                 self.changes.checkpoint = seq
+                if erasure is not None:
+                    rows, timers = rows[:1], []
+                    break
                 if position % 64 == 0 and time.perf_counter() > deadline:
                     rows = rows[:position]
                     timers = timers[:64]
@@ -210,6 +261,7 @@ class Processor:
         self.journeys.reset()
         self.checkpoint = self.store.checkpoint()
         self.changes = StateChanges(checkpoint=self.checkpoint)
+        self.late = []
 
     def isolate(self, rows: list[tuple[int, str, bytes]], timers: list[tuple[str, str, int]]) -> None:
         """Process a failed batch event by event (and timer by timer), each committed
@@ -253,10 +305,48 @@ class Processor:
         event applied."""
         self.journeys.settle_timers()
         changes = self.changes
+        if self.late and self.eraser is not None:
+            # Before the commit moves the checkpoint past them: the analytics feed
+            # follows the checkpoint and must never copy them.
+            self.eraser.drop(self.late)
         self.store.commit(changes)
+        self.late = []
         self.messages_committed += len(changes.messages)
         self.checkpoint = changes.checkpoint
         self.changes = StateChanges(checkpoint=self.checkpoint)
+        if changes.erasures:
+            self.caches.clear()
+            self.journeys.reset()
+            self.store.wipe_wal()
+            self.finish_erasures()
+
+    # -- erasure (polku.core.erasure) -------------------------------------------------
+
+    def erase(self, seq: int, workspace: str, request: ErasureRequest, requested_ms: int) -> None:
+        """Erase a person from the state with this commit (the batch before it is
+        committed: ``step``). Their other stores follow once it commits."""
+        live = self.redirect(workspace, request.customer_id)
+        scope = self.store.erasure_scope(
+            workspace,
+            live,
+            erasure=request.erasure,
+            requested_ms=requested_ms,
+            marker_seq=seq,
+            suppress=request.suppress,
+        )
+        scope.state_ms = self.now
+        self.changes.erasures.append(scope)
+        self.erased.add(workspace, scope)
+        log.info("workspace %s: erasure %s of %d customer ids", workspace, request.erasure, len(scope.customer_ids))
+
+    def finish_erasures(self) -> None:
+        """The log stage of every erasure whose state is erased: its own, after
+        its commit, and any a crash left unfinished."""
+        if self.eraser is None:
+            return
+        for scope in self.store.pending_erasures("log"):
+            removed = self.eraser.erase(scope)
+            self.store.mark_erasure(scope.workspace, scope.erasure, "log", removed, self.clock())
 
     def run_until_idle(self, max_steps: int | None = None) -> int:
         """Process until the log and the due timers are exhausted (tests, rebuild)."""
@@ -367,12 +457,17 @@ class Processor:
         runtime = self.runtime(workspace)
         internal = internal_customer(event)
         ts = time_millis(event.timestamp)
+        request = erasure_of(event)
+        if request is not None:
+            self.erase(seq, workspace, request, ts)
+            return
         if internal is not None and as_customer(event):
             # Written by polku for the customer (a survey answer): theirs by id.
             customer_id = self.redirect(workspace, internal)
             try:
                 profile = self.profile(workspace, customer_id)
             except LookupError:
+                self.drop_if_erased(workspace, seq, customer_id)
                 return
             if not is_interaction(event):
                 # What polku did for them (a decision shown): counters, not a step of theirs.
@@ -391,6 +486,9 @@ class Processor:
             return
         identifiers = event_identifiers(event, runtime.rules)
         if not identifiers:
+            return
+        if self.erased.suppresses(workspace, identifiers):
+            self.late.append((workspace, seq, None))
             return
         self._recorded_links.clear()
         customer_id = self.resolve(workspace, runtime, identifiers, (ts, event.message_id), seq)
@@ -435,6 +533,7 @@ class Processor:
         try:
             self.profile(workspace, live)
         except LookupError:
+            self.drop_if_erased(workspace, seq, live)
             return
         row = TimelineRow(ts, seq, "customer:" + live, event.type, event.event, event.channel, internal=True)
         self.changes.timeline.setdefault((workspace, live), []).append(row)
@@ -445,6 +544,12 @@ class Processor:
                 event.event, event.type, event.channel, event.properties or {}, ts, seq, internal=True
             )
             self.journeys.after_event(workspace, self.runtime(workspace), self.profile(workspace, live), occurrence)
+
+    def drop_if_erased(self, workspace: str, seq: int, customer_id: str) -> None:
+        """An event about a customer with no profile: if they were erased (a delivery
+        result that came back after), it leaves the log."""
+        if self.erased.customer(workspace, customer_id):
+            self.late.append((workspace, seq, customer_id))
 
     def resolve(
         self, workspace: str, runtime: WorkspaceRuntime, identifiers: list[str], key: EventKey, seq: int

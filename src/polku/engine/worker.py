@@ -21,6 +21,7 @@ from typing import IO, Final
 import msgspec
 
 from polku.adapters.sqlite.event_log import SqliteEventLog
+from polku.adapters.sqlite.log_erasure import SqliteLogEraser
 from polku.adapters.sqlite.log_reader import SqliteLogReader
 from polku.adapters.sqlite.state_store import SqliteStateStore
 from polku.adapters.sqlite.wakeup import Nudger
@@ -102,7 +103,7 @@ async def run_processor(
         nudger = Nudger(data_dir)
         await event_log.start()
         try:
-            processor = Processor(store, reader, clock=clock, batch_size=batch_size)
+            processor = Processor(store, reader, clock=clock, batch_size=batch_size, eraser=SqliteLogEraser(data_dir))
             await forward_outbox(store, event_log)
             refreshed = time.monotonic()
             log.info("processor started", extra={"data_dir": str(data_dir), "checkpoint": processor.checkpoint})

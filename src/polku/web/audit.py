@@ -26,6 +26,8 @@ from polku.web.responses import json_response
 from polku.web.services import services
 
 log = logging.getLogger("polku.audit")
+AUDIT_ACTION_KEY = "polku.audit_action"
+"""A handler may name its action itself (an erasure: not by the erased person's id)."""
 
 
 class AuditTrail:
@@ -60,7 +62,7 @@ async def record(scope: Scope, credential: Credential, status: int) -> None:
         workspace=credential.workspace,
         at=format_millis(int(time.time() * 1000)),
         actor=actor_of(credential.key_hash, credential.label),
-        action=f"{scope['method']} {scope['path']}"[:MAX_ACTION_CHARS],
+        action=(scope.get(AUDIT_ACTION_KEY) or f"{scope['method']} {scope['path']}")[:MAX_ACTION_CHARS],
         status=status,
         address=client[0] if client else None,
         user_agent=agent,

@@ -62,8 +62,9 @@ async def admin_access(request: Request, catalog: Catalog) -> Credential:
     return credential
 
 
-PRIVACY_PATHS: Final = re.compile(r"/v1/audit|/v1/profiles/[^/]+/export")
-"""Reads that hand a person's data out whole, and the audit log."""
+PRIVACY_PATHS: Final = re.compile(r"/v1/audit|/v1/erasures(/[^/]+)?|/v1/profiles/[^/]+/export")
+"""Reads that hand a person's data out whole, the audit log and erasure receipts."""
+PROFILE_PATH: Final = re.compile(r"/v1/profiles/[^/]+")
 READING_POSTS: Final = frozenset(
     {"/v1/journeys/validate", "/v1/surveys/validate", "/v1/actions/validate", "/v1/decide"}
 )
@@ -73,7 +74,7 @@ chatbot's read-only token asks for)."""
 
 def required_scope(method: str, path: str) -> str:
     """The scope an admin request needs (docs/security.md, "Keys and scopes")."""
-    if PRIVACY_PATHS.fullmatch(path):
+    if PRIVACY_PATHS.fullmatch(path) or (method == "DELETE" and PROFILE_PATH.fullmatch(path)):
         return "privacy"
     if method in ("GET", "HEAD") or path in READING_POSTS:
         return "read"

@@ -6,7 +6,36 @@ from __future__ import annotations
 from typing import Any
 
 from polku.engine.profile_views import MAX_RECENT_CUSTOMERS
-from polku.web.openapi import _query, _read
+from polku.web.openapi import ADMIN, _errors, _json, _query, _read
+
+
+def _erase_operation(customer: list[dict[str, Any]]) -> dict[str, Any]:
+    receipt = {"description": 'The receipt (docs/privacy.md, "Erasing a person").', **_json({"type": "object"})}
+    return {
+        "operationId": "erase_profile",
+        "summary": "The right to be forgotten: erase the person (and every id merged into them) from the log, the "
+        "quarantine, the state, journeys, messages, survey invitations and answers, decisions, the delivery ledger, "
+        "the audit log's paths and the analytics store. Needs the `privacy` scope.",
+        "security": ADMIN,
+        "parameters": [
+            *customer,
+            _query(
+                "suppress",
+                "Keep the person's identifiers as hashes, so that their events are not taken in again.",
+                {"type": "string", "enum": ["true", "false", "1", "0"]},
+            ),
+            _query(
+                "wait",
+                "Seconds to wait for every store to be clean (default 10).",
+                {"type": "integer", "minimum": 0, "maximum": 120},
+            ),
+        ],
+        "responses": {
+            "200": receipt | {"description": "Erased everywhere: the receipt."},
+            "202": receipt | {"description": "Requested, not finished within `wait`: follow `GET /v1/erasures/{id}`."},
+            **_errors(400, 401, 404, 503),
+        },
+    }
 
 
 def profile_paths() -> dict[str, Any]:
@@ -34,7 +63,23 @@ def profile_paths() -> dict[str, Any]:
             lookup,
             (400, 401, 404),
         ),
-        "/v1/profiles/{customer_id}": _read("get_profile", "A customer's profile.", customer, (401, 404)),
+        "/v1/profiles/{customer_id}": {
+            **_read("get_profile", "A customer's profile.", customer, (401, 404)),
+            "delete": _erase_operation(customer),
+        },
+        "/v1/erasures": _read(
+            "list_erasures",
+            "The workspace's erasure receipts, newest first: when, each store's stage, records removed per store "
+            "and table, identifiers suppressed — no personal data (docs/privacy.md).",
+            [_query("limit", "At most this many (default 100).", {"type": "integer", "minimum": 1, "maximum": 1000})],
+            (400, 401),
+        ),
+        "/v1/erasures/{erasure_id}": _read(
+            "get_erasure",
+            "One erasure's receipt (404 until the processor has carried the request out).",
+            [{"name": "erasure_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}],
+            (401, 404),
+        ),
         "/v1/profiles/{customer_id}/timeline": _read(
             "get_timeline",
             "Every event of the customer across channels and merged identifiers, newest first.",

@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from polku.core.errors import InvalidInput
+from polku.core.erasure import ErasureReceipt
+from polku.core.errors import InvalidInput, NotFound
 from polku.engine.profile_views import (
     MAX_RECENT_CUSTOMERS,
     MAX_TIMELINE_PAGE,
@@ -29,6 +30,7 @@ from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.worker import wall_clock_ms
 from polku.ports import Catalog
 from polku.web.admin_routes import _int_param
+from polku.web.audit import AUDIT_ACTION_KEY
 from polku.web.auth import admin_access
 from polku.web.responses import json_response
 from polku.web.services import services
@@ -155,6 +157,65 @@ async def export_profile(request: Request) -> Response:
     return response
 
 
+async def erase_profile(request: Request) -> Response:
+    """The right to be forgotten: the request goes into the log; the answer is the
+    receipt once every store is clean (200), or as far as it got within ``wait``
+    seconds (202; follow ``GET /v1/erasures/{id}``)."""
+    from polku.engine.erasure import DEFAULT_WAIT_S, MAX_WAIT_S, request_erasure, wait_for_receipt
+
+    suppress = _flag(request, "suppress")
+    wait_s = float(_int_param(request, "wait", int(DEFAULT_WAIT_S), 0, int(MAX_WAIT_S)))
+    workspace, _, customer_id = await _customer(request)
+    erasure = await request_erasure(
+        services(request).log, workspace, customer_id, suppress=suppress, now_ms=wall_clock_ms()
+    )
+    # The audit record names the erasure, not the person (their id is erased).
+    request.scope[AUDIT_ACTION_KEY] = f"DELETE /v1/profiles/[{erasure}]"
+    service = _profiles(request)
+
+    async def read() -> ErasureReceipt | None:
+        found = await service.run(lambda views: views.state.erasure_receipts(workspace, erasure=erasure))
+        return found[0] if found else None
+
+    receipt = await wait_for_receipt(read, wait_s, done=lambda found: found.status == "erased")
+    if receipt is None:
+        body: dict[str, Any] = {"id": erasure, "workspace": workspace, "status": "requested"}
+    else:
+        body = msgspec.to_builtins(receipt)
+    return json_response(body, status=200 if body["status"] == "erased" else 202)
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise InvalidInput(f"query parameter `{name}` must be true or false, not {value!r}", field=name)
+    return value in ("true", "1")
+
+
+async def list_erasures(request: Request) -> Response:
+    """The workspace's erasure receipts, newest first (no personal data in them)."""
+    credential = await admin_access(request, services(request).catalog)
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    workspace = credential.workspace
+    found = await _profiles(request).run(lambda views: views.state.erasure_receipts(workspace, limit=limit))
+    return json_response({"erasures": [msgspec.to_builtins(receipt) for receipt in found]})
+
+
+async def get_erasure(request: Request) -> Response:
+    credential = await admin_access(request, services(request).catalog)
+    erasure = request.path_params["erasure_id"]
+    workspace = credential.workspace
+    found = await _profiles(request).run(lambda views: views.state.erasure_receipts(workspace, erasure=erasure))
+    if not found:
+        raise NotFound(f"no erasure {erasure!r} has been carried out (yet) in this workspace")
+    return json_response(msgspec.to_builtins(found[0]))
+
+
+async def profile_resource(request: Request) -> Response:
+    """One route for both methods, so a 405 lists them both in ``Allow``."""
+    return await (erase_profile(request) if request.method == "DELETE" else get_profile(request))
+
+
 async def get_timeline(request: Request) -> Response:
     workspace, _, customer_id = await _customer(request)
     limit = _int_param(request, "limit", 50, 1, MAX_TIMELINE_PAGE)
@@ -221,7 +282,9 @@ routes = [
     Route("/v1/profiles/recent", recent_profiles, methods=["GET"]),
     Route("/v1/processor", processor_status, methods=["GET"]),
     Route("/v1/profiles/lookup", lookup, methods=["GET"]),
-    Route("/v1/profiles/{customer_id}", get_profile, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}", profile_resource, methods=["GET", "DELETE"]),
+    Route("/v1/erasures", list_erasures, methods=["GET"]),
+    Route("/v1/erasures/{erasure_id}", get_erasure, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/timeline", get_timeline, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/export", export_profile, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/consent", get_consent, methods=["GET"]),

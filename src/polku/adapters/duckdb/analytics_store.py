@@ -16,12 +16,15 @@ batches (``close``), and readers retry briefly when it is held.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
+
+from polku.core.erasure import ErasureScope
 
 ANALYTICS_FILE: Final = "analytics.duckdb"
 EVENT_COLUMNS: Final = (
@@ -120,6 +123,56 @@ def reader(data_dir: Path) -> Iterator[Any]:
         yield connection
     finally:
         connection.close()
+
+
+def erase(connection: Any, scope: ErasureScope) -> dict[str, int]:
+    """Delete a person's rows (``polku.core.erasure``): their events by customer, log
+    position and identifier, their segment memberships and consent. ``compact``
+    then takes the deleted rows out of the file."""
+    workspace = scope.workspace
+    removed = {"events": 0, "segment_members": 0}
+    for column, values in (("customer_id", scope.customer_ids), ("seq", scope.seqs), ("anchor", scope.identifiers)):
+        for start in range(0, len(values), 1000):
+            chunk = values[start : start + 1000]
+            marks = ", ".join("?" * len(chunk))
+            removed["events"] += _deleted(
+                connection, f"DELETE FROM events WHERE workspace = ? AND {column} IN ({marks})", [workspace, *chunk]
+            )
+    for start in range(0, len(scope.customer_ids), 1000):
+        chunk = scope.customer_ids[start : start + 1000]
+        marks = ", ".join("?" * len(chunk))
+        removed["segment_members"] += _deleted(
+            connection,
+            f"DELETE FROM segment_members WHERE workspace = ? AND customer_id IN ({marks})",
+            [workspace, *chunk],
+        )
+        connection.execute(
+            f"DELETE FROM consent_withdrawn WHERE workspace = ? AND customer_id IN ({marks})", [workspace, *chunk]
+        )
+    return removed
+
+
+def _deleted(connection: Any, sql: str, parameters: list[Any]) -> int:
+    row = connection.execute(sql, parameters).fetchone()
+    return int(row[0]) if row else 0
+
+
+def compact(data_dir: Path) -> None:
+    """Write the store anew, with only its live rows, and put it in place of the old
+    file: DuckDB marks deleted rows and reuses their blocks but does not clear them,
+    so an erased person would stay readable in the file's bytes until then. Only the
+    feeder calls it (it holds the analytics lock); readers that had the old file
+    open keep reading it until they close."""
+    path = analytics_path(data_dir)
+    fresh = path.with_name(path.name + ".compacting")
+    fresh.unlink(missing_ok=True)
+    with writer(data_dir) as connection:
+        (name,) = connection.execute("SELECT current_database()").fetchone()
+        connection.execute(f"ATTACH '{fresh}' AS compacted")
+        connection.execute(f'COPY FROM DATABASE "{name}" TO compacted')
+        connection.execute("DETACH compacted")
+    os.replace(fresh, path)
+    path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
 def feed_position(connection: Any) -> tuple[int, int, str]:

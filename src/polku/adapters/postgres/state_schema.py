@@ -29,6 +29,7 @@ import re
 from collections.abc import Iterator
 from typing import Final, LiteralString
 
+from polku.adapters import state_erasure
 from polku.adapters.nats.routing import partition
 from polku.adapters.postgres import schema as schema_runner
 from polku.adapters.postgres.schema import DEFAULT_SCHEMA, Migration
@@ -191,6 +192,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         );
         """,
     ),
+    Migration("erasure: receipts, and the hashes that keep the erased out", state_erasure.POSTGRES_TABLES),
 )
 
 

@@ -35,6 +35,7 @@ from psycopg.abc import Params
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
+from polku.adapters import state_erasure
 from polku.adapters.nats.routing import partition
 from polku.adapters.postgres import state_schema
 from polku.adapters.postgres.schema import DEFAULT_SCHEMA, check_schema, check_url, status
@@ -49,6 +50,7 @@ from polku.adapters.state_records import (
     decode_profile,
     decode_refusal,
 )
+from polku.core.erasure import ErasureReceipt, ErasureScope
 from polku.core.errors import ConfigError, PolkuError, StoreUnavailable
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
@@ -440,6 +442,47 @@ class PostgresStateStore:
     def delete_outbox(self, ids: Sequence[int]) -> None:
         self._execute("DELETE FROM log_outbox WHERE id = ANY(%s::bigint[])", (list(ids),))
 
+    # -- erasure (``adapters.state_erasure``) -------------------------------------------
+
+    def erased(self) -> set[tuple[str, str]]:
+        with _unavailable(), self.pool.connection() as connection:
+            return state_erasure.erased_hashes(_QmarkCursor(connection.cursor()).execute)
+
+    def erasure_scope(
+        self, workspace: str, customer_id: str, *, erasure: str, requested_ms: int, marker_seq: int, suppress: bool
+    ) -> ErasureScope:
+        with _unavailable(), self.pool.connection() as connection, connection.transaction():
+            # One snapshot: no commit of another worker half-seen.
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return state_erasure.find_scope(
+                _QmarkCursor(connection.cursor()).execute,
+                workspace,
+                customer_id,
+                erasure=erasure,
+                requested_ms=requested_ms,
+                marker_seq=marker_seq,
+                suppress=suppress,
+            )
+
+    def pending_erasures(self, stage: str) -> list[ErasureScope]:
+        with _unavailable(), self.pool.connection() as connection:
+            return state_erasure.pending(_QmarkCursor(connection.cursor()).execute, stage)
+
+    def mark_erasure(self, workspace: str, erasure: str, stage: str, removed: dict[str, int], now_ms: int) -> None:
+        with _unavailable(), self.pool.connection() as connection, connection.transaction():
+            state_erasure.mark_stage(
+                _QmarkCursor(connection.cursor()).execute, workspace, erasure, stage, removed, now_ms
+            )
+
+    def erasure_receipts(self, workspace: str, *, erasure: str | None = None, limit: int = 100) -> list[ErasureReceipt]:
+        with _unavailable(), self.pool.connection() as connection:
+            execute = _QmarkCursor(connection.cursor()).execute
+            return state_erasure.receipts(execute, workspace, erasure=erasure, limit=limit)
+
+    def wipe_wal(self) -> None:
+        """Deleted rows stay in their pages until vacuumed: autovacuum reclaims them
+        (docs/privacy.md says so); nothing is waited for here."""
+
     # -- writes ----------------------------------------------------------------------
 
     def commit(self, changes: StateChanges) -> None:
@@ -453,6 +496,8 @@ class PostgresStateStore:
                     cursor.execute(query, _columns(rows))
                 if self.scope is not None:
                     cursor.execute(_SAVE_CHECKPOINT, _columns([(self.scope, changes.checkpoint)]))
+            for scope in changes.erasures:
+                state_erasure.erase_state(_QmarkCursor(cursor).execute, scope, scope.state_ms)
             if self.commit_hook is not None:
                 self.commit_hook(connection, changes)
 
@@ -464,6 +509,29 @@ class PostgresStateStore:
         with _unavailable(), self.pool.connection() as connection, connection.transaction():
             connection.execute("TRUNCATE " + ", ".join(DERIVED_TABLES) + ", checkpoints RESTART IDENTITY")
             connection.execute("UPDATE meta SET value = %s WHERE key = 'identity_epoch'", (os.urandom(8),))
+
+
+class _QmarkCursor:
+    """``state_erasure``'s statements on a psycopg cursor: ``?`` placeholders, text
+    escaped on the way in and out (``state_schema.escape``)."""
+
+    def __init__(self, cursor: psycopg.Cursor[TupleRow]) -> None:
+        self.cursor = cursor
+
+    def execute(self, sql: str, parameters: Sequence[Any]) -> _QmarkCursor:
+        self.cursor.execute(sql.replace("?", "%s"), _parameters(list(parameters)))
+        return self
+
+    def fetchall(self) -> list[TupleRow]:
+        return [_unescaped(row) for row in self.cursor.fetchall()]
+
+    def fetchone(self) -> TupleRow | None:
+        row = self.cursor.fetchone()
+        return None if row is None else _unescaped(row)
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
 
 
 _SAVE_CHECKPOINT: Final = (

@@ -215,6 +215,9 @@ def connect(
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA busy_timeout = 10000")
     if not readonly:
+        # Deleted and overwritten records are zeroed in the file, not left in free
+        # space: an erased person must not be readable from the file's bytes.
+        connection.execute("PRAGMA secure_delete = ON")
         # 16 KB pages (set before WAL mode, so only for a new file): an event row is
         # about 700 bytes, and the append path wrote ~25% less per event than with
         # 4 KB pages (benchmarks/RESULTS.md). The checkpoint stays at every 4 MB of

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
+from polku.adapters import state_erasure
 from polku.adapters.sqlite.schema import migrate
 
 log = logging.getLogger("polku.processor")
@@ -141,6 +142,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (workspace, arm)
     ) WITHOUT ROWID;
     """,
+    # 5: erasure (docs/privacy.md): receipts and the hashes that keep the erased out.
+    state_erasure.SQLITE_TABLES,
 )
 
 

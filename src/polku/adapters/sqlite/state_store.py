@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from polku.adapters import state_erasure
 from polku.adapters.sqlite.schema import Synchronous, connect
 from polku.adapters.sqlite.state_schema import (
     STATE_FILE,
@@ -54,6 +55,7 @@ from polku.adapters.state_records import (
     transition_rows,
     written_and_deleted,
 )
+from polku.core.erasure import ErasureReceipt, ErasureScope
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
@@ -285,6 +287,15 @@ class StateReads:
             )
         ]
 
+    def erasure_receipts(self, workspace: str, *, erasure: str | None = None, limit: int = 100) -> list[ErasureReceipt]:
+        return state_erasure.receipts(self.connection.execute, workspace, erasure=erasure, limit=limit)
+
+    def pending_erasures(self, stage: str) -> list[ErasureScope]:
+        return state_erasure.pending(self.connection.execute, stage)
+
+    def erased(self) -> set[tuple[str, str]]:
+        return state_erasure.erased_hashes(self.connection.execute)
+
     def count_customers(self, workspace: str) -> int:
         return int(
             self.connection.execute("SELECT count(*) FROM profiles WHERE workspace = ?", (workspace,)).fetchone()[0]
@@ -445,6 +456,36 @@ class SqliteStateStore(StateReads):
             )
         if changes.emitted:
             connection.executemany("INSERT INTO log_outbox (workspace, body) VALUES (?, ?)", outbox_rows(changes))
+        for scope in changes.erasures:
+            state_erasure.erase_state(connection.execute, scope, scope.state_ms)
+
+    def erasure_scope(
+        self, workspace: str, customer_id: str, *, erasure: str, requested_ms: int, marker_seq: int, suppress: bool
+    ) -> ErasureScope:
+        return state_erasure.find_scope(
+            self.writer.execute,
+            workspace,
+            customer_id,
+            erasure=erasure,
+            requested_ms=requested_ms,
+            marker_seq=marker_seq,
+            suppress=suppress,
+        )
+
+    def mark_erasure(self, workspace: str, erasure: str, stage: str, removed: dict[str, int], now_ms: int) -> None:
+        self.writer.execute("BEGIN IMMEDIATE")
+        try:
+            state_erasure.mark_stage(self.writer.execute, workspace, erasure, stage, removed, now_ms)
+            self.writer.execute("COMMIT")
+        except BaseException:
+            self.writer.execute("ROLLBACK")
+            raise
+        self.wipe_wal()
+
+    def wipe_wal(self) -> None:
+        """Empty the WAL, which still holds earlier copies of the pages an erasure
+        cleared (``secure_delete`` zeroes the pages themselves)."""
+        wipe_wal(self.writer)
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
         self.writer.execute("BEGIN IMMEDIATE")
@@ -491,6 +532,40 @@ class SqliteStateStore(StateReads):
 
 
 SCHEMA_WAIT_S: Final = 10.0
+WIPE_TRIES: Final = 50
+
+
+def wipe_wal(connection: sqlite3.Connection) -> bool:
+    """A ``TRUNCATE`` checkpoint: the WAL's frames (earlier copies of pages) are
+    copied back and the file is cut to nothing. It waits for the readers of the
+    moment (the busy timeout) and is tried again while one holds an old snapshot.
+    Whether the WAL is empty now."""
+    for _ in range(WIPE_TRIES):
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return True
+        time.sleep(0.1)
+    log.warning("the WAL could not be emptied after an erasure (readers held it); the next checkpoint will")
+    return False
+
+
+def mark_erasure_stage(data_dir: Path, scope: ErasureScope, stage: str, removed: dict[str, int]) -> None:
+    """A stage done by another process than the processor (the analytics feeder):
+    a short write of its own beside the processor's."""
+    connection = connect(data_dir / STATE_FILE, page_size=4096)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            state_erasure.mark_stage(
+                connection.execute, scope.workspace, scope.erasure, stage, removed, int(time.time() * 1000)
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        wipe_wal(connection)
+    finally:
+        connection.close()
 
 
 def open_state_reader(data_dir: Path) -> StateReads:

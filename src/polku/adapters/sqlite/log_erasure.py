@@ -1,0 +1,145 @@
+"""The log stage of an erasure on the embedded store (``polku.core.erasure``): the
+person leaves ``polku.db`` (their events and the erasure request, refused messages
+that name them, their survey answers, their ids in the audit log's paths) and the
+dispatcher's ledger ``deliveries.db``.
+
+A second writer beside the ingestion writer and the dispatcher, as ``polku import``
+is: SQLite serialises the writers (``BEGIN IMMEDIATE`` waits on the busy timeout),
+and nothing the deletions touch is cached by the owners (the writer's
+deduplication keeps messageIds, which are not personal and keep a retried erased
+event out). Every connection zeroes what it deletes (``secure_delete``, set in
+``schema.connect``), and the WAL is emptied afterwards (``wipe_wal``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+from polku.adapters.sqlite.schema import DATABASE_FILE, connect
+from polku.adapters.sqlite.state_store import wipe_wal
+from polku.core.erasure import ErasureScope, identifier_values
+
+DELIVERIES_FILE: Final = "deliveries.db"
+CHUNK: Final = 500
+REDACTED: Final = "[erased]"
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def path_forms(values: Sequence[str]) -> list[str]:
+    """How a value can appear in a request path: as it is and percent-encoded."""
+    return list(dict.fromkeys(form for value in values for form in (value, quote(value, safe=""), quote(value))))
+
+
+class SqliteLogEraser:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+
+    def erase(self, scope: ErasureScope) -> dict[str, int]:
+        removed = self._log(scope)
+        removed["deliveries"] = self._ledger(scope.workspace, scope.customer_ids)
+        return removed
+
+    def drop(self, late: Sequence[tuple[str, int, str | None]]) -> None:
+        connection = connect(self.data_dir / DATABASE_FILE)
+        try:
+            with _transaction(connection):
+                for chunk in _chunks([seq for _, seq, _ in late]):
+                    connection.execute(f"DELETE FROM events WHERE seq IN ({_marks(chunk)})", list(chunk))
+        finally:
+            connection.close()
+        customers: dict[str, list[str]] = {}
+        for workspace, _, customer_id in late:
+            if customer_id is not None:
+                customers.setdefault(workspace, []).append(customer_id)
+        for workspace, ids in customers.items():
+            self._ledger(workspace, ids)
+
+    def _log(self, scope: ErasureScope) -> dict[str, int]:
+        workspace = scope.workspace
+        values = identifier_values(scope.identifiers)
+        named = [*scope.customer_ids, *values]
+        removed = {"events": 0, "quarantine": 0, "survey_answers": 0, "audit_log": 0}
+        connection = connect(self.data_dir / DATABASE_FILE)
+        try:
+            with _transaction(connection):
+                for chunk in _chunks([*scope.seqs, scope.marker_seq]):
+                    cursor = connection.execute(
+                        f"DELETE FROM events WHERE workspace = ? AND seq IN ({_marks(chunk)})", [workspace, *chunk]
+                    )
+                    removed["events"] += cursor.rowcount
+                # Events of theirs the processor never put on a timeline (one that
+                # failed, one still in a batch): by the ids the log indexes.
+                users = [i.partition(":")[2] for i in scope.identifiers if i.startswith("user_id:")]
+                anonymous = [i.partition(":")[2] for i in scope.identifiers if i.startswith("anonymous_id:")]
+                for column, ids in (("user_id", users), ("anonymous_id", anonymous)):
+                    for chunk in _chunks(ids):
+                        cursor = connection.execute(
+                            f"DELETE FROM events WHERE workspace = ? AND seq < ? AND {column} IN ({_marks(chunk)})",
+                            [workspace, scope.marker_seq, *chunk],
+                        )
+                        removed["events"] += cursor.rowcount
+                for value in named:
+                    cursor = connection.execute(
+                        "DELETE FROM quarantine WHERE workspace = ? AND instr(lower(CAST(body AS TEXT)), lower(?)) > 0",
+                        [workspace, value],
+                    )
+                    removed["quarantine"] += cursor.rowcount
+                for chunk in _chunks(scope.invitations):
+                    cursor = connection.execute(
+                        f"DELETE FROM survey_answers WHERE workspace = ? AND invitation IN ({_marks(chunk)})",
+                        [workspace, *chunk],
+                    )
+                    removed["survey_answers"] += cursor.rowcount
+                for form in path_forms(named):
+                    cursor = connection.execute(
+                        "UPDATE audit_log SET action = replace(action, ?, ?) WHERE workspace = ? AND instr(action, ?) > 0",
+                        [form, REDACTED, workspace, form],
+                    )
+                    removed["audit_log"] += cursor.rowcount
+            wipe_wal(connection)
+        finally:
+            connection.close()
+        return removed
+
+    def _ledger(self, workspace: str, customer_ids: Sequence[str]) -> int:
+        path = self.data_dir / DELIVERIES_FILE
+        if not path.exists():
+            return 0
+        connection = connect(path)
+        count = 0
+        try:
+            with _transaction(connection):
+                for chunk in _chunks(list(customer_ids)):
+                    cursor = connection.execute(
+                        f"DELETE FROM deliveries WHERE workspace = ? AND customer_id IN ({_marks(chunk)})",
+                        [workspace, *chunk],
+                    )
+                    count += cursor.rowcount
+            wipe_wal(connection)
+        finally:
+            connection.close()
+        return count
+
+
+@contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
