@@ -24,6 +24,7 @@ from polku.core.events import Event, Rejection
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
+from polku.core.retention import Retention
 from polku.core.workspace import Credential, KeyKind, Source, Workspace, WorkspaceConfig
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
@@ -312,6 +313,16 @@ class LogEraser(Protocol):
         erased: they leave the log (and the customer's ledger rows, if named)."""
         ...
 
+    def expire(self, workspace: str, retention: Retention, now_ms: int, processed_seq: int) -> dict[str, int]:
+        """Retention: the workspace's expired events (those the processor has had:
+        up to ``processed_seq``) and expired refused messages. Rows removed per table."""
+        ...
+
+    def analytics_follow(self) -> bool:
+        """Whether an analytics store follows this log (its feeder then does the
+        analytics stage); without one, the log stage marks it done."""
+        ...
+
 
 class StateStore(Protocol):
     """The processor's state (``polku.state``): what the processor reads while it
@@ -374,6 +385,10 @@ class StateStore(Protocol):
 
     def wipe_wal(self) -> None:
         """Let no earlier copy of an erased record stay in the store's files."""
+        ...
+
+    def expire_timeline(self, workspace: str, retention: Retention, now_ms: int) -> dict[str, int]:
+        """Retention: the timeline rows of expired events; rows removed per table."""
         ...
 
     def commit(self, changes: StateChanges) -> None: ...

@@ -12,6 +12,8 @@ from pathlib import Path
 import msgspec
 
 from polku.core.erasure import ErasureScope
+from polku.core.retention import Retention
+from polku.core.workspace import WorkspaceConfig, parse_config
 from polku.engine.erasure import request_event
 from tests.engine.helpers import T0, World, event
 
@@ -34,6 +36,7 @@ class RecordingEraser:
     def __init__(self) -> None:
         self.scopes: list[ErasureScope] = []
         self.dropped: list[tuple[str, int, str | None]] = []
+        self.expired: list[tuple[str, int]] = []
 
     def erase(self, scope: ErasureScope) -> dict[str, int]:
         self.scopes.append(scope)
@@ -41,6 +44,13 @@ class RecordingEraser:
 
     def drop(self, late: Sequence[tuple[str, int, str | None]]) -> None:
         self.dropped.extend(late)
+
+    def analytics_follow(self) -> bool:
+        return True
+
+    def expire(self, workspace: str, retention: Retention, now_ms: int, processed_seq: int) -> dict[str, int]:
+        self.expired.append((workspace, processed_seq))
+        return {"events": 1}
 
 
 def _world(tmp_path: Path, batch_size: int = 7) -> tuple[World, RecordingEraser]:
@@ -160,3 +170,32 @@ def test_a_delivery_result_after_the_erasure_leaves_the_log(tmp_path: Path) -> N
     world.run()
     assert [(w, c) for w, _, c in eraser.dropped] == [("default", gus)]
     assert world.store.profile("default", gus) is None
+
+
+def test_retention_takes_expired_events_off_the_timeline_hourly_and_when_the_rules_change(tmp_path: Path) -> None:
+    day = 86_400_000
+    world, eraser = _world(tmp_path)
+    world.send(
+        event("track", user_id="hal", event="Viewed", ts=T0 - 100 * day),
+        event("track", user_id="hal", event="Viewed", ts=T0 - 2 * day),
+        event("track", user_id="hal", event="Bought", ts=T0 - 100 * day),
+    )
+    world.run()
+    world.clock.now = T0
+    assert world.processor.expire() == {}  # no rules: nothing expires
+    world.log.set_config("default", _with_retention("rules: [{event: Viewed, keep: 30d}]"))
+    world.processor.refresh_configs()
+    assert world.processor.expire()["timeline"] == 1
+    hal = world.customer("user_id:hal")
+    assert sorted((row.name, row.ts_ms) for row in world.store.timeline("default", hal)) == [
+        ("Bought", T0 - 100 * day),
+        ("Viewed", T0 - 2 * day),
+    ]
+    assert eraser.expired == [("default", world.processor.checkpoint)]
+    world.clock.now = T0 + 10 * day  # the second Viewed is 12 days old now: kept
+    assert world.processor.expire() == {"timeline": 0, "log.events": 1}  # an hour passed: it ran again
+    assert world.processor.expire() == {}  # not again within the hour
+
+
+def _with_retention(rules: str) -> WorkspaceConfig:
+    return parse_config(CONFIG + f"retention: {{{rules}}}\n")

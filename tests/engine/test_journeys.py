@@ -369,7 +369,9 @@ def test_holdout_gets_no_action_and_goals_are_measured_for_both_groups(world: Jo
     world.run()
     stats = world.stats()
     held_out = stats["entered:holdout"]
-    assert 40 <= held_out <= 80  # 30 % of 200, hashed
+    # 30 % of 200, hashed over customer ids whose salt is random per store: 60 ± 6.5,
+    # so ±4.5 standard deviations (a failure once in ~150,000 runs; ±3 failed in CI).
+    assert 31 <= held_out <= 89
     assert stats["entered"] + held_out == 200
     assert len(world.messages()) == stats["entered"] == stats["action:mail:sent"]
     assert stats["action:mail:holdout"] == held_out

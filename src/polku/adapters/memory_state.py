@@ -16,6 +16,7 @@ from polku.core.erasure import STAGES, ErasureReceipt, ErasureScope, identity_ha
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import InvitationRecord, JourneyState, TransitionRecord
 from polku.core.profile import Profile
+from polku.core.retention import Retention
 from polku.state import Account, FeedbackRow, IdentifierRecord, MergeRecord, RefusalRecord, StateChanges, TimelineRow
 
 T = TypeVar("T")
@@ -345,6 +346,18 @@ class MemoryStateStore:
 
     def wipe_wal(self) -> None:
         return None
+
+    def expire_timeline(self, workspace: str, retention: Retention, now_ms: int) -> dict[str, int]:
+        removed = 0
+        for (w, _), rows in self.timelines.items():
+            if w != workspace:
+                continue
+            for position, row in list(rows.items()):
+                keep = retention.keep_ms(row.type, row.name, row.channel)
+                if keep is not None and row.ts_ms < now_ms - keep:
+                    del rows[position]
+                    removed += 1
+        return {"timeline": removed}
 
     def delete_outbox(self, ids: Sequence[int]) -> None:
         for entry_id in ids:

@@ -1,6 +1,7 @@
 """Erasing a person from the processor's state: finding their scope, deleting it,
-and the records that remain (``erasures``, ``erased``) — one SQL for every state
-store (``polku.core.erasure``; docs/privacy.md).
+and the records that remain (``erasures``, ``erased``); and the timeline rows of
+expired events (retention) — one SQL for every state store (``polku.core.erasure``,
+``polku.core.retention``; docs/privacy.md).
 
 The statements use ``?`` placeholders and nothing SQLite-only, over tables that the
 SQLite and PostgreSQL state schemas shape alike; each store passes an ``Execute``
@@ -16,6 +17,7 @@ from typing import Any, Final
 import msgspec
 
 from polku.core.erasure import STAGES, ErasureReceipt, ErasureScope, identity_hash, receipt
+from polku.core.retention import Retention
 from polku.state import MergeRecord
 
 Execute = Callable[[str, Sequence[Any]], Any]
@@ -289,3 +291,13 @@ def _receipt(row: Sequence[Any]) -> ErasureReceipt:
 def erased_hashes(execute: Execute) -> set[tuple[str, str]]:
     """(workspace, hash) of every erased customer id and suppressed identifier."""
     return {(str(w), str(h)) for w, h in execute("SELECT workspace, hash FROM erased", []).fetchall()}
+
+
+def expire_timeline(execute: Execute, workspace: str, retention: Retention, now_ms: int) -> int:
+    """Retention (``polku.core.retention``): the timeline rows of expired events."""
+    where = retention.expired_where(now_ms, lambda column: column)
+    if where is None:
+        return 0
+    condition, parameters = where
+    cursor = execute(f"DELETE FROM timeline WHERE workspace = ? AND ({condition})", [workspace, *parameters])
+    return int(max(cursor.rowcount, 0))

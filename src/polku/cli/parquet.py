@@ -29,7 +29,7 @@ def parquet(
         str | None,
         typer.Option(
             help="Name of the durable JetStream consumer (default: polku-parquet-<the folder's id>, "
-            "made on its first use, so two folders never share one)."
+            "made on its first use, so two folders never share one); it must start with polku-parquet."
         ),
     ] = None,
     batch_events: Annotated[

@@ -21,6 +21,7 @@ from polku.core.errors import ConfigError, InvalidInput
 from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, SYSTEM_CHANNEL
 from polku.core.identity import IdentityRules, validate_rules
 from polku.core.policy import Policy, PolicyConfig
+from polku.core.retention import Retention, RetentionConfig
 from polku.core.segments import SegmentSet, SegmentSpec
 from polku.core.survey_fatigue import Fatigue, SurveysConfig
 from polku.core.yaml_source import check_shape
@@ -195,6 +196,8 @@ class WorkspaceConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Survey links and fatigue control (docs/surveys.md)."""
     interests: InterestRules = msgspec.field(default_factory=InterestRules)
     """What customers are shopping for now (docs/decisions.md)."""
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    """How long raw events are kept (docs/privacy.md, "Retention")."""
 
 
 class Workspace(msgspec.Struct, frozen=True, kw_only=True):
@@ -252,6 +255,7 @@ def validate_config(config: WorkspaceConfig) -> WorkspaceConfig:
     validate_channels(config.channels, config.agent_notes)
     Policy(config.policy)
     Fatigue.compile(config.surveys.fatigue)
+    Retention.compile(config.retention)
     parse_duration(config.interests.window, "interests.window")
     parse_duration(config.interests.half_life, "interests.half_life")
     if not 1 <= config.interests.top <= 50:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,6 +25,7 @@ from polku.adapters.sqlite.state_store import StateReads, mark_erasure_stage, op
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import event_identifiers
 from polku.core.profile import FEEDBACK_SCALES
+from polku.core.retention import Retention
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT
 from polku.core.workspace import WorkspaceConfig
 from polku.engine.runtime import internal_customer, is_interaction
@@ -33,6 +35,8 @@ log = logging.getLogger("polku.analytics")
 _decode_event = msgspec.json.Decoder(Event).decode
 _decode_change = msgspec.msgpack.Decoder(MergeRecord).decode
 BATCH: Final = 50_000
+RETENTION_CHECK_S: Final = 5.0
+RETENTION_EVERY_S: Final = 3600.0
 MAX_CACHE: Final = 500_000
 NAMES: Final = tuple(name for name, _ in analytics_store.EVENT_COLUMNS)
 
@@ -45,6 +49,8 @@ class AnalyticsFeeder:
         self.state: StateReads = open_state_reader(data_dir)
         self.configs: dict[str, tuple[bytes, WorkspaceConfig]] = {}
         self.owners: dict[tuple[str, str], str | None] = {}
+        self._expired: dict[str, tuple[float, bytes]] = {}
+        self._retention_read = 0.0
 
     def close(self) -> None:
         self.log.close()
@@ -60,6 +66,7 @@ class AnalyticsFeeder:
     def step(self) -> int:
         """Feed one batch and the identity changes made so far; how many events."""
         self.apply_erasures()
+        self.expire()
         with analytics_store.writer(self.data_dir) as db:
             position, change_id, epoch = analytics_store.feed_position(db)
             state_epoch = self.state.identity_epoch()
@@ -95,6 +102,32 @@ class AnalyticsFeeder:
             mark_erasure_stage(self.data_dir, scope, "analytics", counts)
         log.info("analytics: %d erasures applied", len(scopes))
         return len(scopes)
+
+    def expire(self) -> int:
+        """Retention (``polku.core.retention``): each workspace's expired events, hourly
+        and soon after its rules change (configurations are read every few seconds)."""
+        now = time.monotonic()
+        if now - self._retention_read < RETENTION_CHECK_S:
+            return 0
+        self._retention_read = now
+        wall = int(time.time() * 1000)
+        due: list[tuple[str, Retention]] = []
+        for workspace, body in self.log.configs().items():
+            last = self._expired.get(workspace)
+            if last is not None and last[1] == body and now - last[0] < RETENTION_EVERY_S:
+                continue
+            retention = Retention.compile(decode_config(body).retention)
+            self._expired[workspace] = (now, body)
+            if not retention.keeps_everything:
+                due.append((workspace, retention))
+        if not due:
+            return 0
+        with analytics_store.writer(self.data_dir) as db:
+            removed = sum(analytics_store.expire(db, workspace, retention, wall) for workspace, retention in due)
+        if removed:
+            analytics_store.compact(self.data_dir)
+            log.info("analytics: %d expired events removed", removed)
+        return removed
 
     def consent(self, columns: dict[str, list[Any]]) -> list[tuple[str, list[str], list[str]]]:
         """Per workspace: the batch's customers, and those of them whose latest word on

@@ -44,13 +44,16 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from polku.adapters.duckdb.analytics_store import analytics_column
 from polku.adapters.nats.indexer import WORKSPACE_HEADER
 from polku.adapters.nats.stream import STREAM_PATTERN, connect, ensure_stream
 from polku.adapters.parquet import files
+from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.adapters.sqlite.log_reader import decode_config
-from polku.core.errors import ConfigError
+from polku.core.errors import ConfigError, StoreUnavailable
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import event_identifiers
+from polku.core.retention import Retention
 from polku.core.workspace import WorkspaceConfig
 from polku.engine.analytics_feed import store_row
 from polku.engine.runtime import INTERNAL_SOURCE, internal_customer, is_interaction
@@ -176,6 +179,12 @@ class ParquetFeed:
         self.skipped = 0
         self.configs: dict[str, WorkspaceConfig] = {}
         self._configs_read = 0.0
+        self.erased_seqs: set[int] = set()
+        """Sequences of people erased while this process ran: a message of theirs the
+        client held before the stream deleted it is not written."""
+        self._erasures: Any = None
+        self._expired: dict[str, tuple[float, bytes]] = {}
+        self._erasures_read = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
         with exclusive_lock(self.out, LOCK_FILE, "Parquet consumer"):
@@ -227,6 +236,8 @@ class ParquetFeed:
                             await subscription.unsubscribe()
             finally:
                 await client.close()
+                if self._erasures is not None:
+                    await asyncio.to_thread(self._erasures.close)
 
     async def _postgres(self) -> psycopg.AsyncConnection[Any]:
         try:
@@ -300,6 +311,8 @@ class ParquetFeed:
                 continue
             if not batch.last:  # between batches: a configuration changed meanwhile applies to the next
                 await self._refresh_configs(postgres)
+            await self._apply_erasures(batch)
+            await self._expire()
             room = self.max_events - len(batch.rows)
             try:
                 timeout = min(1.0, max(0.05, self.max_seconds - waited))
@@ -320,6 +333,8 @@ class ParquetFeed:
                 if seq <= highest:
                     continue  # a redelivery: written already, or in this batch
                 highest = seq
+                if seq in self.erased_seqs:
+                    continue
                 if not batch.last:
                     batch.started = time.monotonic()
                 workspace = (message.headers or {}).get(WORKSPACE_HEADER)
@@ -332,6 +347,66 @@ class ParquetFeed:
                 batch.to_ack = None
         if batch.last:
             await self._write(batch)
+
+    async def _apply_erasures(self, batch: Batch) -> None:
+        """The analytics stage of erasures whose log stage is done (their messages are
+        gone from the stream): their rows leave the files and the batch being read,
+        and the stage is marked in the state. Looked for every second."""
+        if time.monotonic() - self._erasures_read < ERASURE_CHECK_S:
+            return
+        self._erasures_read = time.monotonic()
+        try:
+            if self._erasures is None:
+                self._erasures = await asyncio.to_thread(
+                    PostgresStateStore,
+                    self.deployment.store_url,
+                    schema=self.deployment.schema,
+                    migrate=False,
+                    scope=None,
+                )
+            scopes = await asyncio.to_thread(self._erasures.pending_erasures, "analytics")
+        except (psycopg.Error, StoreUnavailable, ConfigError) as error:
+            log.warning("erasures not read: %s", error)
+            return
+        for scope in scopes:
+            seqs = {*scope.seqs, scope.marker_seq}
+            self.erased_seqs.update(seqs)
+            kept = [(row, day) for row, day in zip(batch.rows, batch.days, strict=True) if row[1] not in seqs]
+            from_batch = len(batch.rows) - len(kept)
+            batch.rows = [row for row, _ in kept]
+            batch.days = [day for _, day in kept]
+            removed = await asyncio.to_thread(files.erase_rows, self.out, seqs)
+            await asyncio.to_thread(
+                self._erasures.mark_erasure,
+                scope.workspace,
+                scope.erasure,
+                "analytics",
+                {"parquet_rows": removed + from_batch},
+                int(time.time() * 1000),
+            )
+            log.info("erasure %s: %d rows left the Parquet files", scope.erasure, removed + from_batch)
+
+    async def _expire(self) -> None:
+        """Retention (``polku.core.retention``): rows of expired events leave the files
+        of the days that can hold them — hourly, and soon after a workspace's rules
+        change (the configurations are read every ``CONFIG_REFRESH_S``)."""
+        now = time.monotonic()
+        wall = int(time.time() * 1000)
+        for workspace, config in list(self.configs.items()):
+            rules = msgspec.json.encode(config.retention)
+            last = self._expired.get(workspace)
+            if last is not None and last[1] == rules and now - last[0] < RETENTION_EVERY_S:
+                continue
+            self._expired[workspace] = (now, rules)
+            retention = Retention.compile(config.retention)
+            where = retention.expired_where(wall, analytics_column)
+            if where is None:
+                continue
+            shortest = min(keep for keep in (*(r.keep_ms for r in retention.rules), retention.default_ms) if keep)
+            before_day = files.day_of(wall - shortest + files.DAY_MS)
+            removed = await asyncio.to_thread(files.expire_rows, self.out, workspace, where[0], where[1], before_day)
+            if removed:
+                log.info("workspace %s: %d expired rows left the Parquet files", workspace, removed)
 
     async def _write(self, batch: Batch) -> None:
         """Write ``batch`` durably (retrying until it is), then acknowledge it."""
@@ -362,6 +437,8 @@ class ParquetFeed:
 
 
 FOLDER_ID: Final = ".polku-parquet-id"
+ERASURE_CHECK_S: Final = 1.0
+RETENTION_EVERY_S: Final = 3600.0
 
 
 def folder_consumer(out: Path) -> str:
@@ -391,6 +468,9 @@ def check_options(*, durable: str | None, max_events: int, max_seconds: float, o
     """The consumer's own options (``ConfigError`` naming the one that is wrong)."""
     if durable is not None and not STREAM_PATTERN.fullmatch(durable):
         raise ConfigError(f"consumer name {durable!r} must be letters, digits, '-' or '_'", field="durable")
+    if durable is not None and not durable.startswith(DEFAULT_DURABLE):
+        # The workers recognise an analytics consumer by it (erasure waits for it).
+        raise ConfigError(f"consumer name {durable!r} must start with {DEFAULT_DURABLE!r}", field="durable")
     if not 1 <= max_events <= 1_000_000:
         raise ConfigError(f"batch events {max_events} is not between 1 and 1,000,000", field="batch_events")
     if not 0.05 <= max_seconds <= 3600:

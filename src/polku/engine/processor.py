@@ -42,6 +42,7 @@ from polku.core.identity import (
 from polku.core.journey_engine import Occurrence
 from polku.core.journey_state import ACCOUNT_PREFIX
 from polku.core.profile import Profile, apply_event, condition_view, facts_of, feedback_of
+from polku.core.retention import Retention
 from polku.core.segments import ENTERED_EVENT, EXITED_EVENT, Needs
 from polku.engine.decision_feedback import EVENTS as DECISION_EVENTS
 from polku.engine.decision_feedback import DecisionFeedback
@@ -68,6 +69,7 @@ TRANSIENT: Final = (sqlite3.Error, StoreUnavailable, MemoryError, OSError)
 (``StoreUnavailable``: what the PostgreSQL store raises for its server's and
 connections' failures)."""
 MAX_ACCOUNT_FANOUT: Final = 10_000
+RETENTION_EVERY_MS: Final = 3_600_000
 MAX_KNOWN_LINKS: Final = 1_000
 """Links a profile remembers having stored (beyond, it forgets them all and stores
 repeats again: harmless, the store keeps the earliest)."""
@@ -169,6 +171,8 @@ class Processor:
         self.messages_committed = 0
         """Outbox messages committed so far (the worker nudges the dispatcher)."""
         self.erased = ErasedPeople(store.erased())
+        self._expired: dict[str, tuple[int, Retention]] = {}
+        """When each workspace's retention last ran, under which rules."""
         self.late: list[tuple[str, int, str | None]] = []
         """(workspace, seq, customer id) of this batch's events of people erased
         before them: dropped from the log before the batch commits."""
@@ -339,6 +343,28 @@ class Processor:
         self.erased.add(workspace, scope)
         log.info("workspace %s: erasure %s of %d customer ids", workspace, request.erasure, len(scope.customer_ids))
 
+    def expire(self) -> dict[str, int]:
+        """Retention (``polku.core.retention``): each workspace's expired events leave
+        the timeline and the log — hourly, and soon after its rules change (a new
+        configuration compiles a new ``Retention``). Only what the processor has had."""
+        now = self.clock()
+        removed: dict[str, int] = {}
+        for workspace, runtime in list(self.runtimes.items()):
+            retention = runtime.retention
+            last = self._expired.get(workspace)
+            if retention.keeps_everything or (last and last[1] is retention and now - last[0] < RETENTION_EVERY_MS):
+                continue
+            self._expired[workspace] = (now, retention)
+            found = self.store.expire_timeline(workspace, retention, now)
+            if self.eraser is not None:
+                log_side = self.eraser.expire(workspace, retention, now, self.checkpoint)
+                found |= {f"log.{table}": count for table, count in log_side.items()}
+            for table, count in found.items():
+                removed[table] = removed.get(table, 0) + count
+            if any(found.values()):
+                log.info("workspace %s: expired %s", workspace, found)
+        return removed
+
     def finish_erasures(self) -> None:
         """The log stage of every erasure whose state is erased: its own, after
         its commit, and any a crash left unfinished."""
@@ -347,6 +373,8 @@ class Processor:
         for scope in self.store.pending_erasures("log"):
             removed = self.eraser.erase(scope)
             self.store.mark_erasure(scope.workspace, scope.erasure, "log", removed, self.clock())
+            if not self.eraser.analytics_follow():
+                self.store.mark_erasure(scope.workspace, scope.erasure, "analytics", {}, self.clock())
 
     def run_until_idle(self, max_steps: int | None = None) -> int:
         """Process until the log and the due timers are exhausted (tests, rebuild)."""

@@ -14,6 +14,7 @@ from polku.core.events import SYSTEM_CHANNEL, Event, format_millis
 from polku.core.identity import IdentityRules
 from polku.core.policy import Policy
 from polku.core.profile import Profile
+from polku.core.retention import Retention
 from polku.core.segments import SegmentSet
 from polku.core.survey_fatigue import Fatigue
 from polku.core.workspace import AgentViewRules, InterestRules, WorkspaceConfig
@@ -47,6 +48,7 @@ class WorkspaceRuntime:
     channel_events: dict[str, str]
     """A configured channel → the event channel of its results and answers."""
     interests: InterestRules
+    retention: Retention
 
     @classmethod
     def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
@@ -71,6 +73,7 @@ class WorkspaceRuntime:
             locale_trait=config.surveys.locale_trait,
             channel_events={name: channel.channel or name for name, channel in config.channels.items()},
             interests=config.interests,
+            retention=Retention.compile(config.retention),
         )
 
     @property

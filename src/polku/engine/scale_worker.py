@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 from psycopg_pool import ConnectionPool
 
 from polku.adapters.nats.event_log import DEFAULT_STREAM, NatsEventLog
+from polku.adapters.nats.log_erasure import ScaleLogEraser
 from polku.adapters.nats.partition_feed import PartitionFeed
 from polku.adapters.nats.routing import DEFAULT_PARTITIONS, DEFAULT_SUBJECT_PREFIX
 from polku.adapters.nats.stream import check_names, connect, ensure_stream
@@ -272,8 +273,9 @@ class Worker:
             tracking = TrackingStore(store, reads)
             with pool.connection() as connection:
                 guard.start(connection)
+            eraser = ScaleLogEraser(pool, js, deployment.stream, asyncio.get_running_loop())
             processor = await asyncio.to_thread(
-                SharedStateProcessor, tracking, feed, clock=self.clock, batch_size=self.batch_size
+                SharedStateProcessor, tracking, feed, clock=self.clock, batch_size=self.batch_size, eraser=eraser
             )
 
             def after_commit(changes: Any) -> None:
@@ -320,6 +322,7 @@ class Worker:
                 next_garbage = now + GARBAGE_EVERY_S
             if now >= next_config:
                 await asyncio.to_thread(processor.refresh_configs)
+                await asyncio.to_thread(processor.expire)
                 next_config = now + CONFIG_REFRESH_S
             with pool.connection() as connection:
                 processor.evict(guard.refresh(connection))

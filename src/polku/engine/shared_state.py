@@ -30,6 +30,7 @@ from typing import Any, Final
 
 import msgspec
 
+from polku.core.erasure import ErasureRequest, ErasureScope
 from polku.core.errors import StoreUnavailable
 from polku.core.events import Event
 from polku.core.identity import LinkEvent, event_identifiers
@@ -37,7 +38,7 @@ from polku.core.journey_engine import Run
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
 from polku.engine.journey_runner import JourneyRunner
-from polku.engine.processor import Processor
+from polku.engine.processor import ErasedPeople, Processor
 from polku.ports import StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
 
@@ -47,6 +48,7 @@ IDENTIFIER: Final = "i"
 ACCOUNT: Final = "a"
 LINK: Final = "l"
 ENTRIES: Final = "e"
+ERASURE: Final = "x"
 UNSPEAKABLE: Final = "\ufffd"
 """What U+0000 becomes in a key: PostgreSQL text cannot hold it. Two ids that differ
 only there share a key, which costs at most a needless retry; evicting by such a key
@@ -125,7 +127,34 @@ def written_keys(changes: StateChanges) -> set[str]:
             add(key(IDENTIFIER, workspace, identifier))
     for workspace, refusal in changes.refusals:
         add(key(IDENTIFIER, workspace, refusal.identifier))
+    # An erasure changes everything of the person, and who is kept out: the other
+    # workers evict them and read the erased and suppressed again (``evict``).
+    for scope in changes.erasures:
+        add(key(ERASURE, scope.workspace, scope.erasure))
+        for customer_id in scope.customer_ids:
+            add(key(CUSTOMER, scope.workspace, customer_id))
+        for identifier in scope.identifiers:
+            add(key(IDENTIFIER, scope.workspace, identifier))
     return keys
+
+
+def person_keys(scope: ErasureScope) -> tuple[list[str], str]:
+    """The commit-log keys that name an erased person, and the key that takes their
+    place there (``ScaleLogEraser``): it names no one, and makes every worker that
+    meets it clear its caches and run its batch again (``evict``, ``clashes``), as
+    the keys it replaced would have for that person."""
+    workspace = scope.workspace
+    named = [key(CUSTOMER, workspace, customer_id) for customer_id in scope.customer_ids]
+    named += [key(IDENTIFIER, workspace, identifier) for identifier in scope.identifiers]
+    return named, key(ERASURE, workspace, UNSPEAKABLE)
+
+
+def clashes(foreign: set[str], mine: set[str]) -> set[str]:
+    """What another worker committed meanwhile that this batch read or wrote: the
+    same keys, or an erased person's keys replaced by ``person_keys``' stand-in."""
+    found = foreign & mine
+    found.update(item for item in foreign if item.startswith(ERASURE + "|") and item.endswith("|" + UNSPEAKABLE))
+    return found
 
 
 def cap_checks(reads: Iterable[str]) -> set[str]:
@@ -277,11 +306,23 @@ class SharedStateProcessor(Processor):
                 for customer_id, profile in self.store.inner.profiles(workspace, sorted(customers)).items():
                     caches.profiles.setdefault((workspace, customer_id), profile)
 
+    def erase(self, seq: int, workspace: str, request: ErasureRequest, requested_ms: int) -> None:
+        """As the processor does, noting what the scope read: another worker's commit
+        to the person meanwhile makes the batch run again (``StateConflict``)."""
+        super().erase(seq, workspace, request, requested_ms)
+        scope = self.changes.erasures[-1]
+        self.reads.update(key(CUSTOMER, workspace, customer_id) for customer_id in scope.customer_ids)
+        self.reads.update(key(IDENTIFIER, workspace, identifier) for identifier in scope.identifiers)
+
     def evict(self, keys: Iterable[str]) -> None:
         """Forget the cached records of ``keys`` (another worker wrote them)."""
         caches, runner = self.caches, self.journeys
         for item in keys:
             kind, workspace, name = item.split("|", 2)
+            if kind == ERASURE:
+                self.erased = ErasedPeople(self.store.erased())
+                if name != UNSPEAKABLE:
+                    continue
             if UNSPEAKABLE in name:
                 caches.clear()
                 runner.states.clear()

@@ -116,6 +116,7 @@ async def run_processor(
                 await forward_outbox(store, event_log)
                 if time.monotonic() - refreshed > CONFIG_REFRESH_S:
                     processor.refresh_configs()
+                    processor.expire()
                     refreshed = time.monotonic()
                 if not done:
                     await asyncio.sleep(poll_s)

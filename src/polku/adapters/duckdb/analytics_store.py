@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from polku.core.erasure import ErasureScope
+from polku.core.retention import Retention
 
 ANALYTICS_FILE: Final = "analytics.duckdb"
 EVENT_COLUMNS: Final = (
@@ -150,6 +151,20 @@ def erase(connection: Any, scope: ErasureScope) -> dict[str, int]:
             f"DELETE FROM consent_withdrawn WHERE workspace = ? AND customer_id IN ({marks})", [workspace, *chunk]
         )
     return removed
+
+
+def expire(connection: Any, workspace: str, retention: Retention, now_ms: int) -> int:
+    """Retention: the workspace's expired events (``compact`` then clears the file)."""
+    where = retention.expired_where(now_ms, analytics_column)
+    if where is None:
+        return 0
+    condition, parameters = where
+    return _deleted(connection, f"DELETE FROM events WHERE workspace = ? AND ({condition})", [workspace, *parameters])
+
+
+def analytics_column(name: str) -> str:
+    """The analytics rows' column for a retention condition's (time in ms)."""
+    return "epoch_ms(ts)" if name == "ts_ms" else name
 
 
 def _deleted(connection: Any, sql: str, parameters: list[Any]) -> int:

@@ -207,6 +207,72 @@ def write_batch(out: Path, first: int, last: int, columns: Mapping[str, Sequence
     return count
 
 
+def erase_rows(out: Path, seqs: Iterable[int]) -> int:
+    """Write anew, without the rows of ``seqs``, every file whose sequence range holds
+    one of them (an erasure, ``polku.core.erasure``): temporary file, ``fsync``,
+    rename, as a batch is written. A file left with no rows stays, empty: the files
+    of a batch say it is complete. Returns the rows removed."""
+    import bisect
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    wanted = sorted(set(seqs))
+    removed = 0
+    for part in scan(out):
+        at = bisect.bisect_left(wanted, part.first)
+        if at == len(wanted) or wanted[at] > part.last:
+            continue
+        path = part.path(out)
+        table = pq.read_table(path)
+        kept = table.filter(pc.invert(pc.is_in(table["seq"], value_set=pa.array(wanted, type=pa.int64()))))
+        if kept.num_rows == table.num_rows:
+            continue
+        removed += table.num_rows - kept.num_rows
+        _replace(path, part, kept)
+    return removed
+
+
+def expire_rows(out: Path, workspace: str, condition: str, parameters: Sequence[Any], before_day: str) -> int:
+    """Retention (``polku.core.retention``): write anew, without the workspace's rows
+    that ``condition`` (SQL over the columns, ``epoch_ms(ts)`` for the time) says
+    expired, every file of a day before ``before_day`` (``YYYY-MM-DD``; later days
+    hold nothing expired). Returns the rows removed."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    removed = 0
+    with duckdb.connect() as connection:
+        for part in scan(out):
+            if part.day >= before_day:
+                continue
+            path = part.path(out)
+            table = pq.read_table(path)
+            connection.register("part", table)
+            kept: Any = connection.execute(
+                f"SELECT * FROM part WHERE NOT coalesce(workspace = ? AND ({condition}), FALSE)",
+                [workspace, *parameters],
+            ).to_arrow_table()
+            connection.unregister("part")
+            if kept.num_rows == table.num_rows:
+                continue
+            removed += table.num_rows - kept.num_rows
+            _replace(path, part, kept.cast(table.schema))
+    return removed
+
+
+def _replace(path: Path, part: PartFile, table: Any) -> None:
+    """Put ``table`` in place of a part file: temporary file, ``fsync``, rename."""
+    import pyarrow.parquet as pq
+
+    temporary = path.with_name(f"{TEMPORARY_PREFIX}{part.name[len('part-') :]}.{os.getpid()}.rewrite.tmp")
+    pq.write_table(table, temporary, compression="zstd")
+    _sync_file(temporary)
+    os.replace(temporary, path)
+    _sync_dirs({path.parent})
+
+
 def _sync_file(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:

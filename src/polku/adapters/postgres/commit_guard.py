@@ -38,6 +38,7 @@ from polku.engine.shared_state import (
     StaleCheckpoint,
     StateConflict,
     cap_checks,
+    clashes,
     written_keys,
 )
 from polku.state import StateChanges
@@ -117,7 +118,7 @@ class CommitGuard:
         self._move_checkpoints(connection, positions)
         foreign, newest = self._foreign(connection)
         mine = written_keys(changes) | cap_checks(self.reads)
-        clash = foreign & (mine | self.reads)
+        clash = clashes(foreign, mine | self.reads)
         if clash:
             self.conflicts += 1
             self.seen = max(self.seen, newest)  # the retry starts from cleared caches

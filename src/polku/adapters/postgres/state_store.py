@@ -55,6 +55,7 @@ from polku.core.errors import ConfigError, PolkuError, StoreUnavailable
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
+from polku.core.retention import Retention
 from polku.state import Account, IdentifierRecord, MergeRecord, RefusalRecord, StateChanges, TimelineRow
 
 T = TypeVar("T")
@@ -478,6 +479,11 @@ class PostgresStateStore:
         with _unavailable(), self.pool.connection() as connection:
             execute = _QmarkCursor(connection.cursor()).execute
             return state_erasure.receipts(execute, workspace, erasure=erasure, limit=limit)
+
+    def expire_timeline(self, workspace: str, retention: Retention, now_ms: int) -> dict[str, int]:
+        with _unavailable(), self.pool.connection() as connection, connection.transaction():
+            execute = _QmarkCursor(connection.cursor()).execute
+            return {"timeline": state_erasure.expire_timeline(execute, workspace, retention, now_ms)}
 
     def wipe_wal(self) -> None:
         """Deleted rows stay in their pages until vacuumed: autovacuum reclaims them

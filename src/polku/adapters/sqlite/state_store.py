@@ -59,6 +59,7 @@ from polku.core.erasure import ErasureReceipt, ErasureScope
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import JourneyState
 from polku.core.profile import Profile
+from polku.core.retention import Retention
 from polku.state import (
     Account,
     IdentifierRecord,
@@ -481,6 +482,16 @@ class SqliteStateStore(StateReads):
             self.writer.execute("ROLLBACK")
             raise
         self.wipe_wal()
+
+    def expire_timeline(self, workspace: str, retention: Retention, now_ms: int) -> dict[str, int]:
+        self.writer.execute("BEGIN IMMEDIATE")
+        try:
+            removed = state_erasure.expire_timeline(self.writer.execute, workspace, retention, now_ms)
+            self.writer.execute("COMMIT")
+        except BaseException:
+            self.writer.execute("ROLLBACK")
+            raise
+        return {"timeline": removed}
 
     def wipe_wal(self) -> None:
         """Empty the WAL, which still holds earlier copies of the pages an erasure

@@ -1,0 +1,181 @@
+"""The log stage of an erasure on the scale-out deployment (``polku.core.erasure``):
+the person's messages leave the NATS stream (JetStream overwrites a deleted message
+with random data), and in PostgreSQL their rows leave the stream's ``events`` index,
+the quarantine, the survey answers and the delivery ledger, and their ids the audit
+log's paths. Driven by the worker that processed the erasure, from its processor's
+thread; the stream is reached on the worker's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Final
+
+import psycopg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from psycopg_pool import ConnectionPool
+
+from polku.adapters.sqlite.log_erasure import REDACTED, path_forms
+from polku.core.erasure import ErasureScope, identifier_values
+from polku.core.retention import MIN_KEEP_MS, Retention
+from polku.engine.shared_state import person_keys
+
+log = logging.getLogger("polku.erasure")
+STREAM_TIMEOUT_S: Final = 120.0
+RETENTION_LOCK: Final = 0x706F6C6B75_7265  # "polku" "re": one worker runs retention at a time
+ANALYTICS_CONSUMER: Final = "polku-parquet"
+"""The name every Parquet consumer's durable starts with (``parquet_feed``)."""
+
+
+class ScaleLogEraser:
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        js: JetStreamContext,
+        stream: str,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.pool = pool
+        self.js = js
+        self.stream = stream
+        self.loop = loop
+
+    def erase(self, scope: ErasureScope) -> dict[str, int]:
+        workspace = scope.workspace
+        seqs = [*scope.seqs, scope.marker_seq]
+        named = [*scope.customer_ids, *identifier_values(scope.identifiers)]
+        users = [i.partition(":")[2].encode() for i in scope.identifiers if i.startswith("user_id:")]
+        anonymous = [i.partition(":")[2].encode() for i in scope.identifiers if i.startswith("anonymous_id:")]
+        removed: dict[str, int] = {}
+        with self.pool.connection() as connection, connection.transaction():
+            # Their messages the index holds beyond the timeline (one that failed):
+            # deleted from the stream too.
+            found = connection.execute(
+                "SELECT seq FROM events WHERE workspace = %s AND seq < %s "
+                "AND (user_id = ANY(%s::bytea[]) OR anonymous_id = ANY(%s::bytea[]))",
+                (workspace, scope.marker_seq, users, anonymous),
+            ).fetchall()
+            seqs = sorted({*seqs, *(int(seq) for (seq,) in found)})
+            removed["events"] = _count(
+                connection.execute("DELETE FROM events WHERE workspace = %s AND seq = ANY(%s)", (workspace, seqs))
+            )
+            removed["quarantine"] = sum(
+                _count(
+                    connection.execute(
+                        "DELETE FROM quarantine WHERE workspace = %s "
+                        "AND strpos(lower(encode(body, 'escape')), lower(%s)) > 0",
+                        (workspace, value),
+                    )
+                )
+                for value in named
+            )
+            removed["survey_answers"] = _count(
+                connection.execute(
+                    "DELETE FROM survey_answers WHERE workspace = %s AND invitation = ANY(%s)",
+                    (workspace, scope.invitations),
+                )
+            )
+            removed["audit_log"] = sum(
+                _count(
+                    connection.execute(
+                        "UPDATE audit_log SET action = replace(action, %s, %s) WHERE workspace = %s "
+                        "AND strpos(action, %s) > 0",
+                        (form, REDACTED, workspace, form),
+                    )
+                )
+                for form in path_forms(named)
+            )
+            removed["deliveries"] = self._ledger(connection, workspace, scope.customer_ids)
+            # The commit log names the keys each commit wrote, for minutes: theirs
+            # give way to a stand-in that names no one (``person_keys``).
+            named, stand_in = person_keys(scope)
+            removed["state_commits"] = _count(
+                connection.execute(
+                    "UPDATE state_commits SET keys = ARRAY(SELECT DISTINCT CASE WHEN k = ANY(%s) THEN %s ELSE k END "
+                    "FROM unnest(keys) AS k) WHERE keys && %s::text[]",
+                    (named, stand_in, named),
+                )
+            )
+        removed["stream"] = self._from_stream(seqs)
+        return removed
+
+    def expire(self, workspace: str, retention: Retention, now_ms: int, processed_seq: int) -> dict[str, int]:
+        """One worker at a time (an advisory lock; the others skip). The index says
+        which messages expired; they leave it and the stream. Only messages received
+        over an hour ago: the workers have had them (``processed_seq`` means nothing
+        across partitions). For a default age over the whole stream, NATS's own
+        ``max_age`` is cheaper (docs/nats.md)."""
+        where = retention.expired_where(
+            now_ms, lambda column: column, lambda field, value: value.encode() if field == "name" else value
+        )
+        removed = {"events": 0, "quarantine": 0, "stream": 0}
+        with self.pool.connection() as connection, connection.transaction():
+            locked = connection.execute("SELECT pg_try_advisory_xact_lock(%s)", (RETENTION_LOCK,)).fetchone()
+            if not locked or not locked[0]:
+                return removed
+            seqs: list[int] = []
+            if where is not None:
+                condition, parameters = where
+                rows = connection.execute(
+                    f"DELETE FROM events WHERE workspace = %s AND received_ms < %s AND ({condition.replace('?', '%s')}) "
+                    "RETURNING seq",
+                    (workspace, now_ms - MIN_KEEP_MS, *parameters),
+                ).fetchall()
+                seqs = sorted(int(seq) for (seq,) in rows)
+                removed["events"] = len(seqs)
+            if retention.quarantine_ms is not None:
+                removed["quarantine"] = _count(
+                    connection.execute(
+                        "DELETE FROM quarantine WHERE workspace = %s AND received_ms < %s",
+                        (workspace, now_ms - retention.quarantine_ms),
+                    )
+                )
+        if seqs:
+            removed["stream"] = self._from_stream(seqs)
+        return removed
+
+    def analytics_follow(self) -> bool:
+        """A Parquet consumer's durable (``polku-parquet…``) on the stream: it stays
+        while its process is down, so the stage waits for it to come back."""
+        future = asyncio.run_coroutine_threadsafe(self._consumers(), self.loop)
+        return any(name.startswith(ANALYTICS_CONSUMER) for name in future.result(timeout=STREAM_TIMEOUT_S))
+
+    async def _consumers(self) -> list[str]:
+        return [info.name for info in await self.js.consumers_info(self.stream)]
+
+    def drop(self, late: Sequence[tuple[str, int, str | None]]) -> None:
+        seqs = sorted({seq for _, seq, _ in late})
+        with self.pool.connection() as connection, connection.transaction():
+            connection.execute("DELETE FROM events WHERE seq = ANY(%s)", (seqs,))
+            for workspace, _, customer_id in late:
+                if customer_id is not None:
+                    self._ledger(connection, workspace, [customer_id])
+        self._from_stream(seqs)
+
+    @staticmethod
+    def _ledger(connection: psycopg.Connection[Any], workspace: str, customer_ids: list[str]) -> int:
+        return _count(
+            connection.execute(
+                "DELETE FROM deliveries WHERE workspace = %s AND customer_id = ANY(%s)", (workspace, customer_ids)
+            )
+        )
+
+    def _from_stream(self, seqs: list[int]) -> int:
+        """Delete (and overwrite) the messages; those gone already are no error."""
+        future = asyncio.run_coroutine_threadsafe(self._delete(seqs), self.loop)
+        return future.result(timeout=STREAM_TIMEOUT_S)
+
+    async def _delete(self, seqs: list[int]) -> int:
+        deleted = 0
+        for seq in seqs:
+            try:
+                deleted += bool(await self.js.delete_msg(self.stream, seq))
+            except NotFoundError:
+                continue
+        return deleted
+
+
+def _count(cursor: psycopg.Cursor[Any]) -> int:
+    return max(cursor.rowcount, 0)
