@@ -9,6 +9,7 @@ were."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -82,6 +83,15 @@ async def stream_text(deployment: ScaleOut) -> str:
         await client.close()
 
 
+def parquet_names(out: Path) -> list[str]:
+    """The event names of every row of the Parquet files."""
+    import pyarrow.parquet as pq
+
+    from polku.adapters.parquet import files
+
+    return [name for part in files.scan(out) for name in pq.read_table(part.path(out))["name"].to_pylist()]
+
+
 def found_in(texts: dict[str, str], needles: list[str]) -> list[tuple[str, str]]:
     return [(where, needle) for where, text in texts.items() for needle in needles if needle.lower() in text]
 
@@ -153,4 +163,66 @@ async def test_erasure_leaves_no_trace_in_postgresql_the_stream_or_the_parquet_f
             consumer.wait(timeout=30)
         for role in roles:
             role.stop()
+        api.stop()
+
+
+async def test_retention_on_the_scale_out_takes_expired_events_from_every_store(
+    deployment: ScaleOut, tmp_path: Path
+) -> None:
+    from tests.integration.test_retention import RULES, _iso
+
+    day = 86_400_000
+    now = int(time.time() * 1000)
+    api = api_server(deployment, tmp_path / "api")
+    role = worker(deployment, tmp_path / "worker.log")
+    out = tmp_path / "parquet"
+    consumer = None
+    batch = [
+        {"type": "track", "userId": "rita-s", "event": "Page Viewed", "timestamp": _iso(now - 100 * day)},
+        {"type": "track", "userId": "rita-s", "event": "Page Viewed", "timestamp": _iso(now - 10 * day)},
+        {"type": "page", "userId": "rita-s", "name": "Home", "context": {"channel": "web"},
+         "timestamp": _iso(now - 40 * day)},
+        {"type": "track", "userId": "rita-s", "event": "Order Completed", "timestamp": _iso(now - 800 * day)},
+    ]  # fmt: skip
+    try:
+        api.start(timeout=60)
+        role.start()
+        consumer = start_consumer(deployment, out, tmp_path / "parquet.log", "--batch-seconds", "0.2")
+        with api.admin() as admin, api.writer() as writer:
+            assert writer.post("/v1/batch", json={"batch": batch}).status_code == 200
+            customer = until(
+                lambda: (
+                    (r := admin.get("/v1/profiles/lookup", params={"user_id": "rita-s"})).status_code == 200
+                    and r.json()["events"] == 4
+                    and r.json()["customer_id"]
+                ),
+                timeout=60,
+                what="the events applied",
+            )
+            await written_through(out, await last_seq(deployment))
+            assert admin.put("/v1/workspace/config", content=RULES).status_code == 200
+
+            def timeline() -> list[str]:
+                events = admin.get(f"/v1/profiles/{customer}/timeline").json()["events"]
+                return [event["name"] for event in events if not event["internal"]]
+
+            until(lambda: timeline() == ["Page Viewed"], timeout=60, what="the expired events off the timeline")
+
+        async def stores() -> tuple[list[str], str, list[str]]:
+            text = postgres_text(deployment)["events"]
+            return [line for line in text.splitlines() if line], await stream_text(deployment), parquet_names(out)
+
+        for _ in range(100):
+            index, stream, parquet = await stores()
+            if len(index) == 1 and "order completed" not in stream and parquet == ["Page Viewed"]:
+                break
+            await asyncio.sleep(0.3)
+        assert len(index) == 1 and "page viewed" in index[0]  # the one event the rules keep
+        assert "home" not in stream and "order completed" not in stream and "page viewed" in stream
+        assert parquet == ["Page Viewed"]
+    finally:
+        if consumer is not None:
+            consumer.terminate()
+            consumer.wait(timeout=30)
+        role.stop()
         api.stop()

@@ -273,7 +273,9 @@ class Worker:
             tracking = TrackingStore(store, reads)
             with pool.connection() as connection:
                 guard.start(connection)
-            eraser = ScaleLogEraser(pool, js, deployment.stream, asyncio.get_running_loop())
+            eraser = ScaleLogEraser(
+                pool, js, deployment.stream, asyncio.get_running_loop(), partitions=deployment.partitions
+            )
             processor = await asyncio.to_thread(
                 SharedStateProcessor, tracking, feed, clock=self.clock, batch_size=self.batch_size, eraser=eraser
             )

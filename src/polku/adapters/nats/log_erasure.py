@@ -12,17 +12,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgspec
 import psycopg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from psycopg_pool import ConnectionPool
 
+from polku.adapters.nats.routing import partition, routing_key
 from polku.adapters.sqlite.log_erasure import REDACTED, path_forms
 from polku.core.erasure import ErasureScope, identifier_values
-from polku.core.retention import MIN_KEEP_MS, Retention
+from polku.core.events import Event
+from polku.core.retention import Retention
 from polku.engine.shared_state import person_keys
 
 log = logging.getLogger("polku.erasure")
+_decode_event = msgspec.json.Decoder(Event).decode
 STREAM_TIMEOUT_S: Final = 120.0
 RETENTION_LOCK: Final = 0x706F6C6B75_7265  # "polku" "re": one worker runs retention at a time
 ANALYTICS_CONSUMER: Final = "polku-parquet"
@@ -36,11 +40,14 @@ class ScaleLogEraser:
         js: JetStreamContext,
         stream: str,
         loop: asyncio.AbstractEventLoop,
+        *,
+        partitions: int,
     ) -> None:
         self.pool = pool
         self.js = js
         self.stream = stream
         self.loop = loop
+        self.partitions = partitions
 
     def erase(self, scope: ErasureScope) -> dict[str, int]:
         workspace = scope.workspace
@@ -103,28 +110,37 @@ class ScaleLogEraser:
 
     def expire(self, workspace: str, retention: Retention, now_ms: int, processed_seq: int) -> dict[str, int]:
         """One worker at a time (an advisory lock; the others skip). The index says
-        which messages expired; they leave it and the stream. Only messages received
-        over an hour ago: the workers have had them (``processed_seq`` means nothing
-        across partitions). For a default age over the whole stream, NATS's own
-        ``max_age`` is cheaper (docs/nats.md)."""
+        which messages expired; of those, the ones their partition's worker has
+        applied (its checkpoint is past them) leave the index and the stream. For a
+        default age over the whole stream, NATS's own ``max_age`` is cheaper
+        (docs/nats.md)."""
         where = retention.expired_where(
             now_ms, lambda column: column, lambda field, value: value.encode() if field == "name" else value
         )
         removed = {"events": 0, "quarantine": 0, "stream": 0}
+        seqs: list[int] = []
         with self.pool.connection() as connection, connection.transaction():
             locked = connection.execute("SELECT pg_try_advisory_xact_lock(%s)", (RETENTION_LOCK,)).fetchone()
             if not locked or not locked[0]:
                 return removed
-            seqs: list[int] = []
             if where is not None:
                 condition, parameters = where
-                rows = connection.execute(
-                    f"DELETE FROM events WHERE workspace = %s AND received_ms < %s AND ({condition.replace('?', '%s')}) "
-                    "RETURNING seq",
-                    (workspace, now_ms - MIN_KEEP_MS, *parameters),
+                applied = dict(
+                    connection.execute(
+                        "SELECT partition, seq FROM partition_checkpoints WHERE stream = %s", (self.stream,)
+                    ).fetchall()
+                )
+                candidates = connection.execute(
+                    f"SELECT seq, body FROM events WHERE workspace = %s AND ({condition.replace('?', '%s')})",
+                    (workspace, *parameters),
                 ).fetchall()
-                seqs = sorted(int(seq) for (seq,) in rows)
-                removed["events"] = len(seqs)
+                for seq, body in candidates:
+                    key = routing_key(_decode_event(bytes(body)))
+                    if seq <= applied.get(partition(workspace, key, self.partitions), 0):
+                        seqs.append(int(seq))
+                removed["events"] = _count(
+                    connection.execute("DELETE FROM events WHERE workspace = %s AND seq = ANY(%s)", (workspace, seqs))
+                )
             if retention.quarantine_ms is not None:
                 removed["quarantine"] = _count(
                     connection.execute(
@@ -133,7 +149,7 @@ class ScaleLogEraser:
                     )
                 )
         if seqs:
-            removed["stream"] = self._from_stream(seqs)
+            removed["stream"] = self._from_stream(sorted(seqs))
         return removed
 
     def analytics_follow(self) -> bool:
