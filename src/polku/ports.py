@@ -213,6 +213,10 @@ class Catalog(Protocol):
 
     async def credentials(self, workspace_id: str, kind: KeyKind | None = None) -> list[Credential]: ...
 
+    async def record_key_use(self, used: dict[str, str]) -> None:
+        """Key hash → when it was last accepted (ISO time), for the keys given."""
+        ...
+
     async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
         """Raises ``NotFound``."""
         ...

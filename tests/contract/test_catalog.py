@@ -88,6 +88,17 @@ async def test_credentials_resolve_until_revoked(catalog: Catalog) -> None:
         await catalog.revoke_credential("other", "bbbb", "later")
 
 
+async def test_when_a_key_was_last_used_is_recorded(catalog: Catalog) -> None:
+    await catalog.add_credential(credential("cccc1111"))
+    await catalog.add_credential(credential("dddd2222", kind="admin"))
+    assert [c.last_used_at for c in await catalog.credentials("w")] == [None, None]
+    await catalog.record_key_use({"cccc1111": "2024-03-01T10:00:00.000Z", "nope": "2024-03-01T10:00:00.000Z"})
+    await catalog.record_key_use({"cccc1111": "2024-03-02T10:00:00.000Z"})
+    found = await catalog.credential("cccc1111")
+    assert found is not None and found.last_used_at == "2024-03-02T10:00:00.000Z"
+    assert [c.last_used_at for c in await catalog.credentials("w")] == ["2024-03-02T10:00:00.000Z", None]
+
+
 async def test_an_ambiguous_or_foreign_key_prefix_revokes_nothing(catalog: Catalog) -> None:
     await catalog.add_credential(credential("abcd1111"))
     await catalog.add_credential(credential("abcd2222"))

@@ -192,6 +192,11 @@ class MemoryCatalog(JourneyDefinitions):
             c for c in self._credentials.values() if c.workspace == workspace_id and (kind is None or c.kind == kind)
         ]
 
+    async def record_key_use(self, used: dict[str, str]) -> None:
+        for key_hash, at in used.items():
+            if key_hash in self._credentials:
+                self._credentials[key_hash] = msgspec.structs.replace(self._credentials[key_hash], last_used_at=at)
+
     async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
         found = [
             c

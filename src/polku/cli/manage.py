@@ -137,7 +137,7 @@ def keys_list(
     emit(
         _run(go()),
         output_format,
-        columns=["key_id", "kind", "source", "label", "created_at", "revoked_at"],
+        columns=["key_id", "kind", "source", "label", "created_at", "last_used_at", "revoked_at"],
         title="keys",
     )
 

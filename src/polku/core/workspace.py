@@ -87,6 +87,8 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     revoked_at: str | None = None
     scopes: tuple[str, ...] = ADMIN_SCOPES
+    last_used_at: str | None = None
+    """When it was last accepted (to the minute: recorded at most once a minute)."""
 
     @classmethod
     def from_row(cls, row: Any) -> Credential:
@@ -100,6 +102,7 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
             created_at=row[5],
             revoked_at=row[6],
             scopes=tuple(str(row[7]).split()),
+            last_used_at=row[8],
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -112,10 +115,11 @@ class Credential(msgspec.Struct, frozen=True, kw_only=True):
             self.created_at,
             self.revoked_at,
             " ".join(self.scopes),
+            self.last_used_at,
         )
 
 
-CREDENTIAL_COLUMNS: Final = "key_hash, kind, workspace, source, label, created_at, revoked_at, scopes"
+CREDENTIAL_COLUMNS: Final = "key_hash, kind, workspace, source, label, created_at, revoked_at, scopes, last_used_at"
 
 
 def check_scopes(scopes: list[str] | tuple[str, ...], kind: KeyKind) -> tuple[str, ...]:

@@ -99,6 +99,7 @@ class Ingestor:
         random_bytes: Callable[[int], bytes] = os.urandom,
         on_result: Callable[[str, IngestResult, Sequence[Rejection]], None] = lambda channel, result, rejections: None,
         limiter: KeyRateLimiter | None = None,
+        on_used: Callable[[str], None] = lambda key_hash: None,
     ) -> None:
         self.log = log
         self.catalog = catalog
@@ -106,6 +107,8 @@ class Ingestor:
         self.random_bytes = random_bytes
         self.on_result = on_result
         self.limiter = limiter
+        self.on_used = on_used
+        """Told each key accepted (``KeyUsage.note``)."""
         self._write_keys: dict[str, tuple[WriteAccess, float]] = {}
 
     def new_message_id(self) -> str:
@@ -126,6 +129,7 @@ class Ingestor:
         cached = self._write_keys.get(key_hash)
         # A short cache: revocation takes effect within 5 s on other processes.
         if cached is not None and cached[1] > time.monotonic():
+            self.on_used(key_hash)
             return cached[0]
         credential = await self.catalog.credential(key_hash)
         if credential is None or credential.kind != "write" or credential.source is None:
@@ -133,6 +137,7 @@ class Ingestor:
         source = await self.catalog.source(credential.workspace, credential.source)
         access = WriteAccess(credential, source)
         self._write_keys[key_hash] = (access, time.monotonic() + 5.0)
+        self.on_used(key_hash)
         return access
 
     async def ingest_body(self, body: bytes, *, message_type: str | None, basic_key: str | None) -> IngestResult:

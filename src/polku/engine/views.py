@@ -33,5 +33,6 @@ def credential_json(credential: Credential) -> dict[str, Any]:
         "label": credential.label,
         "created_at": credential.created_at,
         "revoked_at": credential.revoked_at,
+        "last_used_at": credential.last_used_at,
         "scopes": list(credential.scopes) if credential.kind == "admin" else [],
     }

@@ -26,6 +26,7 @@ from polku.core.errors import PolkuError
 from polku.core.rate_limit import KeyRateLimiter
 from polku.dashboard.routes import build_dashboard, dashboard_routes
 from polku.engine.ingest import Ingestor
+from polku.engine.key_usage import KeyUsage
 from polku.engine.profile_views import ProfileViews, embedded_only
 from polku.engine.scale_worker import migrate_all
 from polku.engine.setup import NewKey, bootstrap
@@ -146,8 +147,13 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
     backends = scale_out_backends(settings) if settings.scale_out else embedded_backends(settings, metric_set)
     event_log, catalog = backends.event_log, backends.catalog
     holder["log"] = event_log
+    key_usage = KeyUsage(catalog)
     ingestor = Ingestor(
-        event_log, catalog, on_result=metric_set.observe_result, limiter=rate_limiter(settings.write_rate_limit)
+        event_log,
+        catalog,
+        on_result=metric_set.observe_result,
+        limiter=rate_limiter(settings.write_rate_limit),
+        on_used=key_usage.note,
     )
     state = Services(
         settings=settings,
@@ -156,6 +162,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
         ingestor=ingestor,
         metrics=metric_set,
         admin_limiter=rate_limiter(settings.admin_rate_limit),
+        key_usage=key_usage,
     )
     profiles = profile_routes.ProfileService(backends.open_views, catalog)
     openapi = build_openapi()
@@ -182,6 +189,7 @@ def create_app(settings: Settings, *, on_keys: Callable[[list[NewKey]], None] = 
             for child in reversed(backends.children):
                 await child.stop()
             profiles.close()
+            await key_usage.close()
             await event_log.close()
             await catalog.close()
 

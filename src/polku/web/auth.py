@@ -55,9 +55,13 @@ async def admin_access(request: Request, catalog: Catalog) -> Credential:
             f"{request.method} {request.url.path} needs {needed!r}",
             scope=needed,
         )
-    limiter = getattr(getattr(request.app.state, "services", None), "admin_limiter", None)
+    found = getattr(request.app.state, "services", None)
+    limiter = getattr(found, "admin_limiter", None)
     if limiter is not None and (wait := limiter.admit(credential.key_hash)):
         raise RateLimited(f"this admin token sent more than its rate limit; retry in {wait} s", retry_after=wait)
+    usage = getattr(found, "key_usage", None)
+    if usage is not None:
+        usage.note(credential.key_hash)
     request.scope[CREDENTIAL_KEY] = credential  # the audit trail's "who" (web/audit.py)
     return credential
 

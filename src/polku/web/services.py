@@ -9,6 +9,7 @@ from starlette.requests import Request
 from polku.config import Settings
 from polku.core.rate_limit import KeyRateLimiter
 from polku.engine.ingest import Ingestor
+from polku.engine.key_usage import KeyUsage
 from polku.ports import Catalog, EventLog
 from polku.web.metrics import Metrics
 
@@ -21,6 +22,7 @@ class Services:
     ingestor: Ingestor
     metrics: Metrics
     admin_limiter: KeyRateLimiter | None = None
+    key_usage: KeyUsage | None = None
     ready: bool = False
 
 

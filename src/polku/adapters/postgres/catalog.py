@@ -188,7 +188,7 @@ class PostgresCatalog(JourneyDefinitions):
 
     async def add_credential(self, credential: Credential) -> bool:
         created = await self._rowcount(
-            f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            f"INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
             credential.row(),
         )
         return created == 1
@@ -206,6 +206,14 @@ class PostgresCatalog(JourneyDefinitions):
             (workspace_id, kind, kind),
         )
         return [_credential(row) for row in rows]
+
+    async def record_key_use(self, used: dict[str, str]) -> None:
+        async with self._connection() as connection:
+            await connection.execute(
+                "UPDATE credentials SET last_used_at = u.at FROM unnest(%s::text[], %s::text[]) AS u(key, at) "
+                "WHERE credentials.key_hash = u.key",
+                (list(used), list(used.values())),
+            )
 
     async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
         missing = NotFound(f"no single live key in {workspace_id!r} has an id starting {key_hash_prefix!r}")

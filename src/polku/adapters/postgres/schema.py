@@ -149,6 +149,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         ALTER TABLE credentials ADD COLUMN scopes TEXT NOT NULL DEFAULT 'manage privacy read';
         """,
     ),
+    Migration(
+        "catalog: when each key was last used",
+        """
+        ALTER TABLE credentials ADD COLUMN last_used_at TEXT;
+        """,
+    ),
 )
 
 

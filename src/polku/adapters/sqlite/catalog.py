@@ -141,7 +141,7 @@ class SqliteCatalog(JourneyDefinitions):
         return await self._run(
             lambda c: (
                 c.execute(
-                    f"INSERT OR IGNORE INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR IGNORE INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     credential.row(),
                 ).rowcount
                 == 1
@@ -165,6 +165,14 @@ class SqliteCatalog(JourneyDefinitions):
             parameters.append(kind)
         rows = await self._run(lambda c: c.execute(sql + " ORDER BY created_at", parameters).fetchall())
         return [_credential(row) for row in rows]
+
+    async def record_key_use(self, used: dict[str, str]) -> None:
+        def record(connection: sqlite3.Connection) -> None:
+            connection.executemany(
+                "UPDATE credentials SET last_used_at = ? WHERE key_hash = ?", [(at, key) for key, at in used.items()]
+            )
+
+        await self._run(record, write=True)
 
     async def revoke_credential(self, workspace_id: str, key_hash_prefix: str, revoked_at: str) -> Credential:
         def revoke(connection: sqlite3.Connection) -> Credential:

@@ -193,6 +193,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE credentials ADD COLUMN scopes TEXT NOT NULL DEFAULT 'manage privacy read';
     """,
+    # 8: when each key was last used (docs/keys.md).
+    """
+    ALTER TABLE credentials ADD COLUMN last_used_at TEXT;
+    """,
 )
 
 DATABASE_FILE: Final = "polku.db"
