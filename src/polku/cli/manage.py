@@ -15,13 +15,13 @@ from polku.cli.store import DATA_DIR_HELP, console, emit, open_store
 from polku.core.errors import Conflict, InvalidInput
 from polku.core.events import format_time
 from polku.core.workspace import ADMIN_SCOPES, KeyKind, check_scopes, parse_config
-from polku.engine.setup import DEFAULT_WORKSPACE, add_key, ensure_source
+from polku.engine.setup import DEFAULT_WORKSPACE, add_key, ensure_source, make_workspace
 from polku.engine.views import credential_json, quarantine_json
 
 quarantine_app = typer.Typer(help="List, re-submit and discard refused messages.", no_args_is_help=True)
 keys_app = typer.Typer(help="Write keys and admin tokens.", no_args_is_help=True)
 sources_app = typer.Typer(help="Sources (systems that send events) and their default channels.", no_args_is_help=True)
-workspace_app = typer.Typer(help="The workspace and its configuration.", no_args_is_help=True)
+workspace_app = typer.Typer(help="Workspaces (tenants) and their configuration.", no_args_is_help=True)
 
 DataDir = Annotated[Path, typer.Option(envvar="POLKU_DATA_DIR", help=DATA_DIR_HELP)]
 Workspace = Annotated[str, typer.Option(help="Workspace.")]
@@ -149,7 +149,11 @@ def keys_create(
     label: Annotated[str, typer.Option(help="A note on what the key is for.")] = "",
     scope: Annotated[
         list[str] | None,
-        typer.Option("--scope", help="Admin tokens: read, manage or privacy; repeat for several (default: all three)."),
+        typer.Option(
+            "--scope",
+            help="Admin tokens: read, manage, privacy, ingest or workspaces; repeat for several "
+            "(default: read, manage and privacy).",
+        ),
     ] = None,
     data_dir: DataDir = Path("polku-data"),
     workspace: Workspace = DEFAULT_WORKSPACE,
@@ -222,6 +226,35 @@ def sources_list(
             return await catalog.sources(workspace)
 
     emit(_run(go()), output_format, columns=["name", "default_channel", "created_at"], title="sources")
+
+
+@workspace_app.command("create")
+def workspace_create(
+    workspace_id: Annotated[str, typer.Argument(help="The new workspace's id: lower-case letters, digits, - or _.")],
+    name: Annotated[str | None, typer.Option(help="A name to show (default: the id).")] = None,
+    channel: Annotated[str, typer.Option(help="The default channel of its `default` source.")] = "web",
+    data_dir: DataDir = Path("polku-data"),
+) -> None:
+    """A new workspace (a tenant of its own), with its first admin token and write key,
+    printed once as JSON (docs/security.md, "Workspaces")."""
+
+    async def go() -> Any:
+        async with open_store(data_dir) as (_log, catalog, _ingestor):
+            workspace, keys = await make_workspace(catalog, workspace_id, name, channel=channel)
+            return {"workspace": {"id": workspace.id, "name": workspace.name}, "keys": keys}
+
+    emit(_run(go()), "json")
+
+
+@workspace_app.command("list")
+def workspace_list(data_dir: DataDir = Path("polku-data"), output_format: Format = "table") -> None:
+    """Every workspace: id, name, when it was made."""
+
+    async def go() -> list[dict[str, Any]]:
+        async with open_store(data_dir) as (_log, catalog, _ingestor):
+            return [{"id": w.id, "name": w.name, "created_at": w.created_at} for w in await catalog.workspaces()]
+
+    emit(_run(go()), output_format, columns=["id", "name", "created_at"], title="workspaces")
 
 
 @workspace_app.command("show")

@@ -29,6 +29,8 @@ from polku.core.yaml_source import check_shape
 NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_\-]{0,62}")
 KeyKind = Literal["write", "admin"]
 RESERVED_SOURCES: Final = frozenset({"polku"})
+DEFAULT_SOURCE: Final = "default"
+"""The source every workspace is made with (and admin tokens with ``ingest`` send as)."""
 """Source names polku writes under itself (segment changes, merges): no key may send as them."""
 
 
@@ -68,6 +70,10 @@ class Source(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ADMIN_SCOPES: Final = ("manage", "privacy", "read")
+"""The scopes an admin token gets unless it asks (docs/security.md, "Keys and scopes")."""
+KNOWN_SCOPES: Final = ("ingest", "manage", "privacy", "read", "workspaces")
+"""Also: ``ingest`` (send events, as the workspace's ``default`` source) and
+``workspaces`` (make new workspaces): only when asked for."""
 """What an admin token may be allowed (docs/security.md, "Keys and scopes"): ``read``
 (every read of the workspace), ``manage`` (every change), ``privacy`` (the reads and
 actions that hand a person's data out whole or remove it, and the audit log). A
@@ -127,10 +133,10 @@ def check_scopes(scopes: list[str] | tuple[str, ...], kind: KeyKind) -> tuple[st
     each known; sorted and once each."""
     if kind != "admin":
         raise InvalidInput("scopes are for admin tokens; a write key only ingests", field="scopes")
-    unknown = sorted(set(scopes) - set(ADMIN_SCOPES))
+    unknown = sorted(set(scopes) - set(KNOWN_SCOPES))
     if unknown or not scopes:
         raise InvalidInput(
-            f"scopes must be one or more of {', '.join(ADMIN_SCOPES)}"
+            f"scopes must be one or more of {', '.join(KNOWN_SCOPES)}"
             + (f"; not {', '.join(repr(s) for s in unknown)}" if unknown else ""),
             field="scopes",
         )

@@ -35,7 +35,7 @@ from polku.core.events import (
 from polku.core.ids import uuid7
 from polku.core.limits import MAX_BATCH_EVENTS
 from polku.core.rate_limit import KeyRateLimiter
-from polku.core.workspace import Credential, Source, hash_key
+from polku.core.workspace import DEFAULT_SOURCE, Credential, Source, hash_key
 from polku.ports import AppendBatch, AppendResult, Catalog, EventLog
 
 Clock = Callable[[], datetime]
@@ -132,9 +132,19 @@ class Ingestor:
             self.on_used(key_hash)
             return cached[0]
         credential = await self.catalog.credential(key_hash)
-        if credential is None or credential.kind != "write" or credential.source is None:
+        if credential is not None and credential.kind == "admin":
+            # An admin token with the `ingest` scope sends as its workspace's default source.
+            ingests = "ingest" in credential.scopes
+            credential = msgspec.structs.replace(credential, source=DEFAULT_SOURCE) if ingests else None
+        if credential is None or credential.source is None:
             raise Unauthorized("the write key is not valid")
-        source = await self.catalog.source(credential.workspace, credential.source)
+        try:
+            source = await self.catalog.source(credential.workspace, credential.source)
+        except NotFound:
+            raise Unauthorized(
+                f"this admin token ingests as source {credential.source!r}, which workspace "
+                f"{credential.workspace!r} does not have: add it (`POST /v1/sources`)"
+            ) from None
         access = WriteAccess(credential, source)
         self._write_keys[key_hash] = (access, time.monotonic() + 5.0)
         self.on_used(key_hash)

@@ -8,21 +8,24 @@ from typing import Final
 
 import msgspec
 
+from polku.core.errors import Conflict, InvalidInput
 from polku.core.events import format_time
 from polku.core.workspace import (
     ADMIN_SCOPES,
+    DEFAULT_SOURCE,
+    KNOWN_SCOPES,
     Credential,
     KeyKind,
     Source,
     Workspace,
     check_channel,
+    check_name,
     check_source_name,
     hash_key,
 )
 from polku.ports import Catalog
 
 DEFAULT_WORKSPACE: Final = "default"
-DEFAULT_SOURCE: Final = "default"
 DEFAULT_CHANNEL: Final = "web"
 
 
@@ -86,6 +89,26 @@ async def ensure_source(catalog: Catalog, workspace: str, name: str, channel: st
     )
 
 
+async def make_workspace(
+    catalog: Catalog, workspace_id: str, name: str | None = None, *, channel: str = DEFAULT_CHANNEL
+) -> tuple[Workspace, list[NewKey]]:
+    """A new workspace (a tenant: docs/security.md, "Workspaces"), with its ``default``
+    source, its first admin token (the default scopes) and a write key, shown once.
+    ``Conflict`` if the id is taken."""
+    check_name(workspace_id, "workspace id")
+    if name is not None and not 0 < len(name) <= 200:
+        raise InvalidInput("a workspace name is 1-200 characters", field="name")
+    workspace = Workspace(id=workspace_id, name=name or workspace_id, created_at=_now())
+    if not await catalog.create_workspace(workspace):
+        raise Conflict(f"workspace {workspace_id!r} exists")
+    await ensure_source(catalog, workspace_id, DEFAULT_SOURCE, channel)
+    keys = [
+        await add_key(catalog, "admin", workspace_id, None, label="first admin"),
+        await add_key(catalog, "write", workspace_id, DEFAULT_SOURCE, label="first write key"),
+    ]
+    return workspace, [key for key in keys if key is not None]
+
+
 async def bootstrap(catalog: Catalog, *, write_key: str | None, admin_token: str | None) -> list[NewKey]:
     """Create the default workspace on first start, with a random write key and admin
     token unless keys are given; the given keys whenever they are missing. Returns the
@@ -102,7 +125,10 @@ async def bootstrap(catalog: Catalog, *, write_key: str | None, admin_token: str
     for kind, source, given in wanted:
         if given is None and await catalog.credentials(DEFAULT_WORKSPACE, kind):
             continue
-        new = await add_key(catalog, kind, DEFAULT_WORKSPACE, source, key=given, label="bootstrap")
+        # The first admin token is the installation's operator: every scope, so that
+        # it can make workspaces and give tokens any scope.
+        scopes = KNOWN_SCOPES if kind == "admin" else ADMIN_SCOPES
+        new = await add_key(catalog, kind, DEFAULT_WORKSPACE, source, key=given, label="bootstrap", scopes=scopes)
         if new is not None:
             created.append(new)
     return created

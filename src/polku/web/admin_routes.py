@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from polku.core.errors import Conflict, InvalidInput
+from polku.core.errors import Conflict, Forbidden, InvalidInput
 from polku.core.events import MESSAGE_TYPES, format_time, parse_time
 from polku.core.workspace import ADMIN_SCOPES, KeyKind, check_scopes, parse_config
-from polku.engine.setup import add_key, ensure_source
+from polku.engine.setup import add_key, ensure_source, make_workspace
 from polku.engine.views import credential_json, quarantine_json
 from polku.ports import EventQuery
 from polku.web.auth import admin_access
@@ -213,7 +213,18 @@ async def create_key(request: Request) -> Response:
         if wanted.source is None:
             raise InvalidInput("a write key needs a `source`", field="source")
         await catalog.source(credential.workspace, wanted.source)
-    scopes = check_scopes(wanted.scopes, kind) if wanted.scopes is not None else ADMIN_SCOPES
+    held = set(credential.scopes)
+    scopes: tuple[str, ...]
+    if wanted.scopes is None:
+        scopes = tuple(scope for scope in ADMIN_SCOPES if scope in held)
+    else:
+        scopes = check_scopes(wanted.scopes, kind)
+        beyond = sorted(set(scopes) - held)
+        if beyond and kind == "admin":
+            # No token makes one that can do more than itself.
+            raise Forbidden(
+                f"this admin token cannot give scopes it does not have: {', '.join(beyond)}", scope=beyond[0]
+            )
     key = await add_key(
         catalog,
         kind,
@@ -223,6 +234,36 @@ async def create_key(request: Request) -> Response:
         scopes=scopes,
     )
     return json_response(key, status=201)
+
+
+class WorkspaceRequest(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    name: str | None = None
+    channel: str = "web"
+    """The default channel of its ``default`` source."""
+
+
+async def create_workspace(request: Request) -> Response:
+    """A new workspace, with its first admin token and write key (shown once); needs
+    the ``workspaces`` scope (docs/security.md, "Workspaces")."""
+    await admin_access(request, services(request).catalog)
+    wanted: WorkspaceRequest = _decode(await read_body(request), WorkspaceRequest)
+    workspace, keys = await make_workspace(services(request).catalog, wanted.id, wanted.name, channel=wanted.channel)
+    return json_response(
+        {"workspace": {"id": workspace.id, "name": workspace.name, "created_at": workspace.created_at}, "keys": keys},
+        status=201,
+    )
+
+
+async def list_workspaces(request: Request) -> Response:
+    """Every workspace's id, name and creation time (not their configuration)."""
+    await admin_access(request, services(request).catalog)
+    found = await services(request).catalog.workspaces()
+    return json_response({"workspaces": [{"id": w.id, "name": w.name, "created_at": w.created_at} for w in found]})
+
+
+async def workspaces_resource(request: Request) -> Response:
+    return await (create_workspace(request) if request.method == "POST" else list_workspaces(request))
 
 
 async def revoke_key(request: Request) -> Response:
@@ -253,4 +294,5 @@ routes = [
     Route("/v1/sources", create_source, methods=["POST"]),
     Route("/v1/keys", keys, methods=["GET", "POST"]),
     Route("/v1/keys/{key_id}", revoke_key, methods=["DELETE"]),
+    Route("/v1/workspaces", workspaces_resource, methods=["GET", "POST"]),
 ]

@@ -80,6 +80,8 @@ def required_scope(method: str, path: str) -> str:
     """The scope an admin request needs (docs/security.md, "Keys and scopes")."""
     if PRIVACY_PATHS.fullmatch(path) or (method == "DELETE" and PROFILE_PATH.fullmatch(path)):
         return "privacy"
+    if path == "/v1/workspaces":
+        return "workspaces"
     if method in ("GET", "HEAD") or path in READING_POSTS:
         return "read"
     return "manage"

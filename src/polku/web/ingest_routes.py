@@ -15,7 +15,7 @@ from polku.core.events import Rejection
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
 from polku.engine.body import decode_body
 from polku.engine.ingest import IngestResult, probe_object, rejected_single
-from polku.web.auth import basic_username
+from polku.web.auth import bearer_or_basic
 from polku.web.responses import json_response
 from polku.web.services import services
 
@@ -60,9 +60,10 @@ def _result_response(result: IngestResult, single: bool) -> Response:
 
 
 async def check_basic_key(request: Request) -> str | None:
-    """A Basic write key is checked before the body is read, so an unauthenticated
-    client cannot make the server read and inflate 500 KB."""
-    key = basic_username(request)
+    """A Basic write key (or a Bearer admin token with the ``ingest`` scope) is
+    checked before the body is read, so an unauthenticated client cannot make the
+    server read and inflate 500 KB."""
+    key = bearer_or_basic(request)
     if key is not None:
         await services(request).ingestor.write_access(key)
     return key

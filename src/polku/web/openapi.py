@@ -16,9 +16,9 @@ from polku.core.events import CHANNEL_PATTERN, MESSAGE_TYPES, BatchEnvelope, Eve
 from polku.core.journey_spec import JourneySpec
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_ID_CHARS, MAX_REQUEST_BYTES
 from polku.core.survey_spec import SurveySpec
-from polku.core.workspace import ADMIN_SCOPES, NAME_PATTERN, WorkspaceConfig
+from polku.core.workspace import KNOWN_SCOPES, NAME_PATTERN, WorkspaceConfig
 from polku.engine.ingest import IngestResult
-from polku.web.admin_routes import KeyRequest, SourceRequest
+from polku.web.admin_routes import KeyRequest, SourceRequest, WorkspaceRequest
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -242,6 +242,7 @@ def build_openapi() -> dict[str, Any]:
             IngestResult,
             SourceRequest,
             KeyRequest,
+            WorkspaceRequest,
             WorkspaceConfig,
             JourneySpec,
             SurveySpec,
@@ -253,17 +254,21 @@ def build_openapi() -> dict[str, Any]:
     # only requests the server can accept.
     components["SourceRequest"]["properties"]["name"]["pattern"] = f"^{NAME_PATTERN.pattern}$"
     components["SourceRequest"]["properties"]["channel"]["pattern"] = f"^{CHANNEL_PATTERN.pattern}$"
+    components["WorkspaceRequest"]["properties"]["id"]["pattern"] = f"^{NAME_PATTERN.pattern}$"
+    components["WorkspaceRequest"]["properties"]["channel"]["pattern"] = f"^{CHANNEL_PATTERN.pattern}$"
+    components["WorkspaceRequest"]["properties"]["name"]["anyOf"][0].update({"minLength": 1, "maxLength": 200})
     components["KeyRequest"]["anyOf"] = [
         {"properties": {"kind": {"const": "admin"}}},
         # A write key names its source and has no scopes (it ingests, nothing else).
         {"required": ["source"], "properties": {"source": {"type": "string"}, "scopes": {"type": "null"}}},
     ]
     components["KeyRequest"]["properties"]["scopes"]["anyOf"][0].update(
-        {"items": {"enum": list(ADMIN_SCOPES)}, "minItems": 1}
+        {"items": {"enum": list(KNOWN_SCOPES)}, "minItems": 1}
     )
     components["KeyRequest"]["description"] = (
-        "An admin token (with some of the scopes read, manage, privacy; all without `scopes`), or a write key "
-        "for an existing `source`."
+        "An admin token (with some of the scopes read, manage, privacy, ingest, workspaces — only those the "
+        "token asking has; without `scopes`, those of read, manage and privacy it has), or a write key for an "
+        "existing `source`."
     )
     components["BatchEnvelope"]["properties"]["batch"]["maxItems"] = MAX_BATCH_EVENTS
     components["WorkspaceConfig"]["properties"]["webhooks"]["propertyNames"] = {"pattern": f"^{NAME_PATTERN.pattern}$"}
@@ -487,6 +492,26 @@ def build_openapi() -> dict[str, Any]:
             "security": ADMIN,
             "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/KeyRequest"})},
             "responses": {"201": {"description": "Created.", **_json({"type": "object"})}, **_errors(400, 401, 404)},
+        },
+    }
+    workspace = {"type": "object", "properties": {"id": {"type": "string"}}}
+    paths["/v1/workspaces"] = {
+        "get": {
+            "operationId": "list_workspaces",
+            "summary": "Every workspace: id, name, creation time (needs the `workspaces` scope).",
+            "security": ADMIN,
+            "responses": {"200": {"description": "The workspaces.", **_json({"type": "object"})}, **_errors(401)},
+        },
+        "post": {
+            "operationId": "create_workspace",
+            "summary": "A new workspace (a tenant of its own) with a `default` source, its first admin token and a "
+            "write key, shown once (needs the `workspaces` scope; docs/security.md).",
+            "security": ADMIN,
+            "requestBody": {"required": True, **_json({"$ref": "#/components/schemas/WorkspaceRequest"})},
+            "responses": {
+                "201": {"description": "Created: the workspace and its keys.", **_json(workspace)},
+                **_errors(400, 401, 409),
+            },
         },
     }
     paths["/v1/keys/{key_id}"] = {

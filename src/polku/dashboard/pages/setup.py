@@ -20,7 +20,7 @@ from polku.core.errors import InvalidInput, NotFound, PolkuError
 from polku.core.events import format_millis, format_time
 from polku.core.journey_stats import summarize
 from polku.core.policy import DEFAULT_CONSENT
-from polku.core.workspace import KeyKind
+from polku.core.workspace import ADMIN_SCOPES, Credential, KeyKind
 from polku.dashboard.frame import View, page_route
 from polku.engine.feedback_reports import invitation_view, survey_counts
 from polku.engine.journey_reports import stats_rows
@@ -31,6 +31,7 @@ from polku.engine.survey_admin import set_survey_status, survey_detail, survey_s
 from polku.engine.views import credential_json, quarantine_json
 from polku.engine.worker import wall_clock_ms
 from polku.ports import JourneyStatus, StoredJourney
+from polku.web.auth import CREDENTIAL_KEY
 
 DAY_MS: Final = 86_400_000
 SHOWN_INVITATIONS: Final = 50
@@ -388,7 +389,11 @@ async def create_key(view: View) -> Response:
         except NotFound as error:
             return view.back("/ui/sources#keys", error=error.message)
     label = form.get("label", "").strip()
-    key = await add_key(catalog, kind, view.workspace, source if kind == "write" else None, label=label)
+    # The scopes of the dashboard's own token, of the default ones: no key made here
+    # can do more than the person making it.
+    held: Credential | None = view.request.scope.get(CREDENTIAL_KEY)
+    scopes = tuple(scope for scope in ADMIN_SCOPES if held is not None and scope in held.scopes)
+    key = await add_key(catalog, kind, view.workspace, source if kind == "write" else None, label=label, scopes=scopes)
     return await _show_new_key(view, key, f"a write key for {source}" if kind == "write" else "an admin token")
 
 
