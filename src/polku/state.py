@@ -138,6 +138,9 @@ class StateChanges(msgspec.Struct, kw_only=True):
     action_stats: dict[tuple[str, str, str], list[int]] = {}
     """(workspace, action, learning group) → [offers, acceptances, rejections] to add."""
     decision_stats: dict[tuple[str, str], list[int]] = {}
+    consent: dict[tuple[str, str], bool] = {}
+    """(workspace, customer) → whether they withdrew analytics consent (``True``:
+    kept in ``consent_withdrawn``; ``False``: taken out)."""
     erasures: list[ErasureScope] = []
     """People erased (``polku.core.erasure``): their state goes with this commit, which
     holds nothing else of theirs (the processor commits before it erases)."""

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from tests.contract.conftest import NATS_URL, fresh_database
@@ -24,6 +25,7 @@ from tests.integration.scale_processes import api_log, fresh_deployment
 from polku.adapters.nats import NatsEventLog
 from polku.adapters.parquet import files, reader
 from polku.core.events import Event, format_millis, time_millis
+from polku.engine.analytics import Scope
 from polku.engine.analytics_registry import ANALYSES, parse
 from polku.engine.parquet_feed import ParquetFeed
 from polku.engine.scale_worker import ScaleOut, Worker, migrate_all
@@ -155,6 +157,8 @@ async def test_identities_are_resolved_when_read(deployment: ScaleOut, tmp_path:
         events.append(event("page", T0 + person, anonymous_id=f"anon-{person}", name="Home"))
         events.append(event("track", T0 + 1000 + person, user_id=f"user-{person}", event="Ordered"))
         events.append(event("identify", T0 + 2000 + person, anonymous_id=f"anon-{person}", user_id=f"user-{person}"))
+    # One person says no to analytics (their identify carries the consent trait).
+    events[-1] = msgspec.structs.replace(events[-1], traits={"consent": {"analytics": False}})
     log = api_log(deployment)
     await log.start()
     try:
@@ -184,10 +188,14 @@ async def test_identities_are_resolved_when_read(deployment: ScaleOut, tmp_path:
             "SELECT count(DISTINCT customer_id), count(*) FILTER (WHERE customer_id LIKE '%:%') FROM events"
         ).fetchone()
         per_customer = db.execute("SELECT count(*) FROM events GROUP BY customer_id").fetchall()
+        withdrawn = db.execute("SELECT customer_id FROM consent_withdrawn").fetchall()
+        sql, parameters = Scope(workspace="default").events_sql()
+        counted = db.execute(f"SELECT count(DISTINCT customer_id) FROM ({sql}) AS e", parameters).fetchone()
     assert unresolved == (2 * count,)  # the anonymous and the user id of each person
     assert loaded >= 2 * count  # every identifier, and the merged-away customers
     assert resolved == (count, 0)
     assert sorted(per_customer) == [(3,)] * count
+    assert len(withdrawn) == 1 and counted == (count - 1,)  # the analyses leave the one who said no out
 
 
 def start_consumer(deployment: ScaleOut, out: Path, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:

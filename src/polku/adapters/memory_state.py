@@ -57,6 +57,7 @@ class MemoryStateStore:
             tuple[str, str], tuple[ErasureScope | None, dict[str, int | None], dict[str, int], tuple[int, int, int]]
         ] = {}
         self.erased_hashes: set[tuple[str, str]] = set()
+        self.consent_withdrawn: set[tuple[str, str]] = set()
         self._next_id = 1
 
     def _id(self) -> int:
@@ -246,6 +247,12 @@ class MemoryStateStore:
         for key, answer in changes.feedback.items():
             if key not in self.feedback or answer.seq > self.feedback[key].seq:
                 self.feedback[key] = answer
+        for key, flag in changes.consent.items():
+            if flag:
+                self.consent_withdrawn.add(key)
+            else:
+                self.consent_withdrawn.discard(key)
+        self.consent_withdrawn -= {key for key, body in profiles.items() if body is None}
         for scope in changes.erasures:
             self._erase(scope)
         self._checkpoint = changes.checkpoint
@@ -300,6 +307,7 @@ class MemoryStateStore:
             k: i for k, i in self.invitations.items() if not (i.workspace == workspace and i.customer_id in ids)
         }
         self.feedback = {k: f for k, f in self.feedback.items() if not (k[0] == workspace and f.customer_id in ids)}
+        self.consent_withdrawn -= {(workspace, c) for c in ids}
         self.erased_hashes |= {(workspace, identity_hash(workspace, c)) for c in ids}
         if scope.suppress:
             self.erased_hashes |= {(workspace, identity_hash(workspace, i)) for i in identifiers}

@@ -39,6 +39,10 @@ SQLITE_TABLES: Final = """
         workspace TEXT NOT NULL, hash TEXT NOT NULL, kind TEXT NOT NULL,
         PRIMARY KEY (workspace, hash)
     ) WITHOUT ROWID;
+    CREATE TABLE consent_withdrawn (
+        workspace TEXT NOT NULL, customer_id TEXT NOT NULL,
+        PRIMARY KEY (workspace, customer_id)
+    ) WITHOUT ROWID;
 """
 POSTGRES_TABLES: Final = """
     CREATE TABLE erasures (
@@ -51,10 +55,16 @@ POSTGRES_TABLES: Final = """
         workspace text COLLATE "C" NOT NULL, hash text COLLATE "C" NOT NULL, kind text NOT NULL,
         PRIMARY KEY (workspace, hash)
     );
+    CREATE TABLE consent_withdrawn (
+        workspace text COLLATE "C" NOT NULL, customer_id text COLLATE "C" NOT NULL,
+        PRIMARY KEY (workspace, customer_id)
+    );
 """
 """The tables of both state stores (SQLite's ``state_schema`` migration 5, the
-PostgreSQL state track's migration 4). ``scope`` holds the person's identifiers
-until every stage is done, then ``NULL``."""
+PostgreSQL state track's migration 2). ``scope`` holds the person's identifiers
+until every stage is done, then ``NULL``. ``consent_withdrawn`` (with them: not
+released yet) is who withdrew analytics consent, kept by the processor for the
+analyses that read the state (the Parquet files')."""
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -165,6 +175,7 @@ def _deletions(scope: ErasureScope) -> Iterator[tuple[str, str, list[Any]]]:
     yield "messages", "customer_id", ids
     yield "survey_invitations", "customer_id", ids
     yield "feedback", "customer_id", ids
+    yield "consent_withdrawn", "customer_id", ids
 
 
 def erase_state(execute: Execute, scope: ErasureScope, now_ms: int) -> dict[str, int]:

@@ -36,6 +36,7 @@ DERIVED_TABLES: Final = (
     "processing_failures",
     "log_outbox",
     "feedback",
+    "consent_withdrawn",
 )
 """The tables a rebuild (``reset``) empties: records derived from the log alone. The
 journey tables, survey invitations and learning counters depend on when events were
@@ -180,6 +181,14 @@ def feedback_answer_rows(changes: StateChanges) -> list[Row]:
         (workspace, key, row.customer_id, row.ts_ms, row.seq, row.metric, row.invitation, encode_json(row))
         for (workspace, key), row in changes.feedback.items()
     ]
+
+
+def consent_rows(changes: StateChanges) -> tuple[list[Row], list[Row]]:
+    """(workspace, customer_id) of those who withdrew analytics consent, and of those
+    who did not (or gave it back), from a batch."""
+    withdrawn = [key for key, flag in changes.consent.items() if flag]
+    kept = [key for key, flag in changes.consent.items() if not flag]
+    return withdrawn, kept
 
 
 def counter_rows(counters: Mapping[Key, list[int]]) -> list[Row]:

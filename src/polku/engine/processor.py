@@ -57,6 +57,7 @@ from polku.engine.runtime import (
     internal_customer,
     internal_event,
     is_interaction,
+    withdrew_analytics,
 )
 from polku.ports import LogEraser, LogReader, StateStore
 from polku.state import Account, IdentifierRecord, StateChanges, TimelineRow
@@ -420,6 +421,10 @@ class Processor:
         key = (workspace, profile.customer_id)
         self.caches.profiles[key] = profile
         self.changes.profiles[key] = profile
+        consent = self.runtime(workspace).analytics_consent
+        if consent is not None and (withdrawn := withdrew_analytics(profile, consent)) is not None:
+            # Kept in the state for the analyses that read it there (the Parquet files').
+            self.changes.consent[key] = withdrawn
 
     def timeline_rows(self, workspace: str, customer_id: str) -> list[TimelineRow]:
         """A customer's whole timeline as this batch leaves it (store + pending)."""

@@ -49,6 +49,8 @@ class WorkspaceRuntime:
     """A configured channel → the event channel of its results and answers."""
     interests: InterestRules
     retention: Retention
+    analytics_consent: tuple[str, str] | None
+    """(consent trait, purpose) whose explicit no keeps a person out of the analyses."""
 
     @classmethod
     def compile(cls, config: WorkspaceConfig) -> WorkspaceRuntime:
@@ -74,6 +76,11 @@ class WorkspaceRuntime:
             channel_events={name: channel.channel or name for name, channel in config.channels.items()},
             interests=config.interests,
             retention=Retention.compile(config.retention),
+            analytics_consent=(
+                (config.policy.consent.trait, config.policy.consent.analytics)
+                if config.policy.consent.analytics is not None
+                else None
+            ),
         )
 
     @property
@@ -183,3 +190,13 @@ def feedback_row(event: Event, facts: EventFacts, answer: tuple[str, float], pro
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
+def withdrew_analytics(profile: Profile, consent: tuple[str, str]) -> bool | None:
+    """Whether the person's latest word on the analytics purpose is no; ``None`` when
+    they have no consent trait at all (nothing to record)."""
+    said = profile.traits.get(consent[0])
+    if said is None:
+        return None
+    value = said[0]
+    return isinstance(value, dict) and value.get(consent[1]) is False

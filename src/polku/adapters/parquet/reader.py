@@ -31,9 +31,9 @@ CREATE TABLE IF NOT EXISTS segment_members (
     workspace VARCHAR, customer_id VARCHAR, segment VARCHAR, since TIMESTAMP,
     PRIMARY KEY (workspace, customer_id, segment)
 );
--- The embedded store's list of people who withdrew analytics consent, which its
--- analyses leave out: empty here (not applied to the files yet; docs/privacy.md).
-CREATE TABLE IF NOT EXISTS consent_withdrawn (workspace VARCHAR, customer_id VARCHAR);
+-- Who withdrew analytics consent (the analyses leave them out; docs/privacy.md):
+-- from the state, with the identities.
+CREATE OR REPLACE TABLE consent_withdrawn (workspace VARCHAR, customer_id VARCHAR);
 """
 # Every identifier's live customer: follow redirects from an id that has no profile
 # (an id with a profile is live, whatever redirect it once had), as
@@ -82,9 +82,9 @@ def connect(out: Path, *, threads: int = 2) -> Any:
     """An in-memory DuckDB connection with the view ``events`` over ``out``'s files
     (the files written when it was opened, and any written later into the day
     folders; a connection opened before the first file sees none: call
-    ``refresh``). ``identities`` is empty until ``load_identities``;
-    ``segment_members`` and ``consent_withdrawn`` are empty (segment scopes and the
-    analytics-consent rule are not applied to the files yet)."""
+    ``refresh``). ``identities`` and ``consent_withdrawn`` are empty until
+    ``load_identities``; ``segment_members`` is empty (segment scopes are not applied
+    to the files yet)."""
     import duckdb
 
     connection = duckdb.connect(":memory:", config={"threads": threads})
@@ -100,7 +100,8 @@ def refresh(connection: Any, out: Path) -> None:
 
 def load_identities(connection: Any, store_url: str, *, schema: str = "polku") -> int:
     """Fill ``identities`` with every identifier's customer as the PostgreSQL state
-    resolves it now; how many rows. One query, streamed in chunks."""
+    resolves it now (one query, streamed in chunks; how many rows), and
+    ``consent_withdrawn`` with who withdrew analytics consent."""
     import pyarrow as pa
 
     check_schema(schema)
@@ -124,4 +125,10 @@ def load_identities(connection: Any, store_url: str, *, schema: str = "polku") -
             connection.execute("INSERT INTO identities SELECT * FROM identity_chunk")
             connection.unregister("identity_chunk")
             loaded += len(rows)
+        withdrawn = postgres.execute("SELECT workspace, customer_id FROM consent_withdrawn").fetchall()
+    connection.execute("DELETE FROM consent_withdrawn")
+    if withdrawn:
+        connection.executemany(
+            "INSERT INTO consent_withdrawn VALUES (?, ?)", [(unescape(w), unescape(c)) for w, c in withdrawn]
+        )
     return loaded

@@ -35,6 +35,7 @@ from polku.adapters.postgres import schema as schema_runner
 from polku.adapters.postgres.schema import DEFAULT_SCHEMA, Migration
 from polku.adapters.state_records import (
     Row,
+    consent_rows,
     counter_rows,
     encode_msgpack,
     encoded_rows,
@@ -277,6 +278,8 @@ def _identity_statements(changes: StateChanges) -> list[Statement]:
         (_UPSERT_PROFILES, profiles),
         (_DELETE_REDIRECTS, sorted(changes.unredirected)),
         (_UPSERT_REDIRECTS, [(workspace, old, new) for (workspace, old), new in changes.redirects.items()]),
+        (_DELETE_CONSENT, [*deleted, *consent_rows(changes)[1]]),
+        (_INSERT_CONSENT, consent_rows(changes)[0]),
     ]
 
 
@@ -427,6 +430,13 @@ _INSERT_REFUSALS: Final = (
 )
 _INSERT_CHANGES: Final = (
     "INSERT INTO identity_changes (workspace, seq, body) SELECT * FROM unnest(%b::text[], %b::bigint[], %b::bytea[])"
+)
+_DELETE_CONSENT: Final = (
+    "DELETE FROM consent_withdrawn WHERE (workspace, customer_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"
+)
+_INSERT_CONSENT: Final = (
+    "INSERT INTO consent_withdrawn (workspace, customer_id) SELECT * FROM unnest(%b::text[], %b::text[]) "
+    "ON CONFLICT DO NOTHING"
 )
 _DELETE_TIMERS: Final = (
     "DELETE FROM timers WHERE (workspace, customer_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"

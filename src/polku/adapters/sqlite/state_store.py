@@ -35,6 +35,7 @@ from polku.adapters.sqlite.state_schema import (
 from polku.adapters.sqlite.survey_store import write_decisions, write_surveys
 from polku.adapters.state_records import (
     DERIVED_TABLES,
+    consent_rows,
     decode_account,
     decode_change,
     decode_journey_state,
@@ -388,6 +389,15 @@ class SqliteStateStore(StateReads):
             "ON CONFLICT (workspace, customer_id) DO UPDATE SET body = excluded.body",
             profiles,
         )
+        withdrawn, kept = consent_rows(changes)
+        if deleted or kept:
+            connection.executemany(
+                "DELETE FROM consent_withdrawn WHERE workspace = ? AND customer_id = ?", [*deleted, *kept]
+            )
+        if withdrawn:
+            connection.executemany(
+                "INSERT OR IGNORE INTO consent_withdrawn (workspace, customer_id) VALUES (?, ?)", withdrawn
+            )
         if changes.unredirected:
             connection.executemany(
                 "DELETE FROM redirects WHERE workspace = ? AND old_id = ?", sorted(changes.unredirected)
