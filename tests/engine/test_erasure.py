@@ -150,7 +150,7 @@ def test_a_returning_person_is_new_unless_suppressed(tmp_path: Path) -> None:
     assert again is not None and again.attributes is not None  # a new profile, from this event alone
     assert len(world.store.timeline("default", world.customer("user_id:eve"))) == 1
     assert world.store.identifier("default", "user_id:fay") is None
-    assert [(w, c) for w, _, c in eraser.dropped] == [("default", None)]
+    assert {(w, c) for w, _, c in eraser.dropped} == {("default", None)}  # dropped before and after the commit
     (fay_receipt,) = world.store.erasure_receipts("default", erasure="er_2")
     assert fay_receipt.suppressed == 1
 
@@ -168,7 +168,7 @@ def test_a_delivery_result_after_the_erasure_leaves_the_log(tmp_path: Path) -> N
         "default", internal_event("Message Sent", gus, T0 + 500, "sent|1", {"key": "k1"}, T0 + 500, channel="email")
     )
     world.run()
-    assert [(w, c) for w, _, c in eraser.dropped] == [("default", gus)]
+    assert {(w, c) for w, _, c in eraser.dropped} == {("default", gus)}
     assert world.store.profile("default", gus) is None
 
 

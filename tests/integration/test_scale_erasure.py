@@ -144,7 +144,7 @@ async def test_erasure_leaves_no_trace_in_postgresql_the_stream_or_the_parquet_f
             assert found_in({"stream": await stream_text(deployment)}, needles)
             assert _scan(out, needles)
 
-            erased = admin.delete(f"/v1/profiles/{customer}", params={"wait": 90})
+            erased = admin.delete(f"/v1/profiles/{customer}", params={"wait": 90, "suppress": "true"})
             assert erased.status_code == 200, erased.text
             receipt = erased.json()
             assert receipt["status"] == "erased", receipt
@@ -153,6 +153,20 @@ async def test_erasure_leaves_no_trace_in_postgresql_the_stream_or_the_parquet_f
             assert admin.get("/v1/profiles/lookup", params={"user_id": ANN["user"]}).status_code == 404
             assert admin.get("/v1/profiles/lookup", params={"user_id": "bob-keeps-3"}).json() == bob
             assert admin.get(f"/v1/erasures/{receipt['id']}").json() == receipt
+            # They come back while suppressed: the worker and the Parquet consumer keep them out.
+            again = {"userId": ANN["user"], "event": "Order Completed", "properties": {"order": ANN["order"]}}
+            assert writer.post("/v1/track", json=again).status_code == 200
+            assert writer.post("/v1/track", json={"userId": "bob-keeps-3", "event": "Later"}).status_code == 200
+            until(
+                lambda: (
+                    admin.get("/v1/profiles/lookup", params={"user_id": "bob-keeps-3"}).json()["events"]
+                    == bob["events"] + 1
+                ),
+                timeout=60,
+                what="the later events applied",
+            )
+            await written_through(out, await last_seq(deployment))
+            assert admin.get("/v1/profiles/lookup", params={"user_id": ANN["user"]}).status_code == 404
 
         assert found_in(postgres_text(deployment), needles) == []
         assert found_in({"stream": await stream_text(deployment)}, needles) == []

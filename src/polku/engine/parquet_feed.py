@@ -32,6 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -50,6 +51,7 @@ from polku.adapters.nats.stream import STREAM_PATTERN, connect, ensure_stream
 from polku.adapters.parquet import files
 from polku.adapters.postgres.state_store import PostgresStateStore
 from polku.adapters.sqlite.log_reader import decode_config
+from polku.core.erasure import identity_hash
 from polku.core.errors import ConfigError, StoreUnavailable
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import event_identifiers
@@ -130,10 +132,16 @@ class Batch:
 
 
 def add_message(
-    batch: Batch, seq: int, workspace: str | None, body: bytes, configs: Mapping[str, WorkspaceConfig]
+    batch: Batch,
+    seq: int,
+    workspace: str | None,
+    body: bytes,
+    configs: Mapping[str, WorkspaceConfig],
+    erased: AbstractSet[tuple[str, str]] = frozenset(),
 ) -> str | None:
     """Add one new message (``seq`` above everything written and buffered); why it
-    was skipped, or ``None``."""
+    was skipped, or ``None``. An event whose identifier is suppressed (``erased``
+    hashes: its person was erased) is left out, as the workers drop it."""
     batch.first = batch.first or seq
     batch.last = seq
     if workspace is None:
@@ -145,6 +153,9 @@ def add_message(
     if found is None:
         return None
     day, row = found
+    anchor = row[_ANCHOR]
+    if erased and not anchor.startswith("customer:") and (workspace, identity_hash(workspace, anchor)) in erased:
+        return None
     key = (workspace, row[files.NAMES.index("message_id")])
     if key in batch.seen:
         return None  # sent again after the stream's duplicate window, read in one batch
@@ -183,6 +194,8 @@ class ParquetFeed:
         """Sequences of people erased while this process ran: a message of theirs the
         client held before the stream deleted it is not written."""
         self._erasures: Any = None
+        self.erased: set[tuple[str, str]] = set()
+        """Hashes of erased customers and suppressed identifiers (read every second)."""
         self._expired: dict[str, tuple[float, bytes]] = {}
         self._erasures_read = 0.0
 
@@ -338,7 +351,7 @@ class ParquetFeed:
                 if not batch.last:
                     batch.started = time.monotonic()
                 workspace = (message.headers or {}).get(WORKSPACE_HEADER)
-                reason = add_message(batch, seq, workspace, message.data, self.configs)
+                reason = add_message(batch, seq, workspace, message.data, self.configs, self.erased)
                 if reason is not None:
                     self.skipped += 1
                     log.error("message %d of stream %s is skipped: %s", seq, self.deployment.stream, reason)
@@ -365,6 +378,7 @@ class ParquetFeed:
                     scope=None,
                 )
             scopes = await asyncio.to_thread(self._erasures.pending_erasures, "analytics")
+            self.erased = await asyncio.to_thread(self._erasures.erased)
         except (psycopg.Error, StoreUnavailable, ConfigError) as error:
             log.warning("erasures not read: %s", error)
             return
@@ -438,6 +452,7 @@ class ParquetFeed:
 
 FOLDER_ID: Final = ".polku-parquet-id"
 ERASURE_CHECK_S: Final = 1.0
+_ANCHOR: Final = files.NAMES.index("anchor")
 RETENTION_EVERY_S: Final = 3600.0
 
 

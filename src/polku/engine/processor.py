@@ -310,12 +310,15 @@ class Processor:
         event applied."""
         self.journeys.settle_timers()
         changes = self.changes
-        if self.late and self.eraser is not None:
+        late, self.late = self.late, []
+        if late and self.eraser is not None:
             # Before the commit moves the checkpoint past them: the analytics feed
             # follows the checkpoint and must never copy them.
-            self.eraser.drop(self.late)
+            self.eraser.drop(late)
         self.store.commit(changes)
-        self.late = []
+        if late and self.eraser is not None:
+            # And after: a commit may index its batch's messages again (the scale-out's).
+            self.eraser.drop(late)
         self.messages_committed += len(changes.messages)
         self.checkpoint = changes.checkpoint
         self.changes = StateChanges(checkpoint=self.checkpoint)
