@@ -136,10 +136,29 @@ def test_consent_and_its_history_across_channels(server: ServerProcess) -> None:
     assert document["consent_history"] == consent["history"]
     result = export_cli(server, "user_id:cy")  # the CLI's export, on stdout
     assert result.returncode == 0 and json.loads(result.stdout)["consent_history"] == consent["history"]
+    # A preference center sets one purpose through the API; the others keep what was said.
+    with server.admin() as admin:
+        put = admin.put(f"/v1/profiles/{customer}/consent", json={"purposes": {"surveys": False}, "channel": "web"})
+        assert put.status_code == 202, put.text
+        assert put.json()["consent"] == {"marketing": False, "surveys": False}
+        bad = admin.put(f"/v1/profiles/{customer}/consent", json={"purposes": {}})
+        assert bad.status_code == 400
+        after = until(
+            lambda: (
+                (c := admin.get(f"/v1/profiles/{customer}/consent").json())["purposes"]["surveys"]["given"] is False
+                and c
+            ),
+            what="the consent set through the API",
+        )
+    assert after["purposes"]["marketing"]["given"] is False
+    assert (after["history"][0]["channel"], after["history"][0]["consent"]) == (
+        "web",
+        {"marketing": False, "surveys": False},
+    )
     shown = subprocess.run(
         [sys.executable, "-m", "polku", "privacy", "consent", "user_id:cy", "--data-dir", str(server.data_dir)],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert shown.returncode == 0 and json.loads(shown.stdout)["history"] == consent["history"]
+    assert shown.returncode == 0 and json.loads(shown.stdout)["history"] == after["history"]

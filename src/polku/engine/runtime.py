@@ -138,6 +138,16 @@ def customer_event(
     return msgspec.structs.replace(event, properties=properties, context={"polku": marker})
 
 
+def consent_event(
+    customer_id: str, trait: str, consent: dict[str, bool], ts_ms: int, identity: str, channel: str
+) -> Event:
+    """A person's consent as set through the API (``PUT /v1/profiles/{id}/consent``):
+    an ``identify`` of theirs that sets the whole consent map, so it is applied and
+    remembered (the history) as any identify that sets it is."""
+    event = customer_event("Consent Set", customer_id, ts_ms, identity, {}, channel)
+    return msgspec.structs.replace(event, type="identify", event=None, properties=None, traits={trait: consent})
+
+
 def as_customer(event: Event) -> bool:
     """Whether an internal event is one the customer made (``customer_event``)."""
     polku = (event.context or {}).get("polku")

@@ -5,8 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from polku.core.events import CHANNEL_PATTERN
 from polku.engine.profile_views import MAX_RECENT_CUSTOMERS
 from polku.web.openapi import ADMIN, _errors, _json, _query, _read
+
+_CONSENT_REQUEST: Any = {
+    "type": "object",
+    "required": ["purposes"],
+    "additionalProperties": False,
+    "properties": {
+        "purposes": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 50,
+            "propertyNames": {"minLength": 1, "maxLength": 64},
+            "additionalProperties": {"type": "boolean"},
+        },
+        "channel": {"type": "string", "pattern": f"^{CHANNEL_PATTERN.pattern}$"},
+    },
+}
 
 
 def _erase_operation(customer: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,13 +115,27 @@ def profile_paths() -> dict[str, Any]:
             customer,
             (401, 404),
         ),
-        "/v1/profiles/{customer_id}/consent": _read(
-            "get_profile_consent",
-            "Per purpose: the consent given (or the default that applies), and every event that set it — when, "
-            "through which channel and source, and what it said, newest first (docs/privacy.md).",
-            customer,
-            (401, 404),
-        ),
+        "/v1/profiles/{customer_id}/consent": {
+            **_read(
+                "get_profile_consent",
+                "Per purpose: the consent given (or the default that applies), and every event that set it — when, "
+                "through which channel and source, and what it said, newest first (docs/privacy.md).",
+                customer,
+                (401, 404),
+            ),
+            "put": {
+                "operationId": "set_profile_consent",
+                "summary": "Set some of the person's consent (a preference center, an agent): the purposes named "
+                "change, the others keep what was said; applied through the log as an identify of theirs.",
+                "security": ADMIN,
+                "parameters": customer,
+                "requestBody": {"required": True, **_json(_CONSENT_REQUEST)},
+                "responses": {
+                    "202": {"description": "Taken in: the consent as it will be.", **_json({"type": "object"})},
+                    **_errors(400, 401, 404, 503),
+                },
+            },
+        },
         "/v1/profiles/{customer_id}/context": _read(
             "get_context",
             "The agent view: who this is, recent interactions, purchases, feedback, likely reason for contact.",

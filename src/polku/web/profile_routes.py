@@ -5,6 +5,7 @@ identity refusals and changes."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -157,6 +158,42 @@ async def export_profile(request: Request) -> Response:
     return response
 
 
+class ConsentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    purposes: dict[str, bool]
+    """Purpose → yes or no; purposes not named keep what the person said before."""
+    channel: str = "api"
+    """Where the person said it (a preference center: ``web``; a call: ``phone``)."""
+
+
+async def set_consent(request: Request) -> Response:
+    """Set some of a person's consent (a preference center, a call-center agent): the
+    purposes named change, the others keep what the person said; goes through the log
+    as an ``identify`` of theirs, so the history shows it like any other."""
+    from polku.core.events import CHANNEL_PATTERN
+    from polku.engine.runtime import INTERNAL_SOURCE, consent_event
+    from polku.ports import AppendBatch
+    from polku.web.ingest_routes import read_body
+
+    workspace, runtime, customer_id = await _customer(request)
+    try:
+        wanted = msgspec.json.decode(await read_body(request), type=ConsentRequest)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        raise InvalidInput(f"the body is not a consent request: {error}") from None
+    if not 0 < len(wanted.purposes) <= 50 or not all(0 < len(name) <= 64 for name in wanted.purposes):
+        raise InvalidInput("name 1-50 purposes, each 1-64 characters", field="purposes")
+    if not CHANNEL_PATTERN.fullmatch(wanted.channel):
+        raise InvalidInput(f"channel {wanted.channel!r} is not a channel name", field="channel")
+    trait = runtime.policy.consent_trait
+    now = wall_clock_ms()
+    profile = await _profiles(request).run(lambda v: v.profile_json(workspace, runtime, customer_id, now))
+    said = profile["traits"].get(trait)
+    merged = {**(said if isinstance(said, dict) else {}), **wanted.purposes}
+    event = consent_event(customer_id, trait, merged, now, f"consent|{secrets.token_hex(10)}", wanted.channel)
+    log = services(request).log
+    await log.append(AppendBatch(workspace=workspace, source=INTERNAL_SOURCE, received_ms=now, events=[event]))
+    return json_response({"customer_id": customer_id, "consent": merged, "message_id": event.message_id}, status=202)
+
+
 async def erase_profile(request: Request) -> Response:
     """The right to be forgotten: the request goes into the log; the answer is the
     receipt once every store is clean (200), or as far as it got within ``wait``
@@ -209,6 +246,10 @@ async def get_erasure(request: Request) -> Response:
     if not found:
         raise NotFound(f"no erasure {erasure!r} has been carried out (yet) in this workspace")
     return json_response(msgspec.to_builtins(found[0]))
+
+
+async def consent_resource(request: Request) -> Response:
+    return await (set_consent(request) if request.method == "PUT" else get_consent(request))
 
 
 async def profile_resource(request: Request) -> Response:
@@ -287,7 +328,7 @@ routes = [
     Route("/v1/erasures/{erasure_id}", get_erasure, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/timeline", get_timeline, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/export", export_profile, methods=["GET"]),
-    Route("/v1/profiles/{customer_id}/consent", get_consent, methods=["GET"]),
+    Route("/v1/profiles/{customer_id}/consent", consent_resource, methods=["GET", "PUT"]),
     Route("/v1/profiles/{customer_id}/context", get_context, methods=["GET"]),
     Route("/v1/profiles/{customer_id}/policy", get_policy, methods=["GET"]),
     Route("/v1/accounts/{account_id}", get_account, methods=["GET"]),
