@@ -277,3 +277,45 @@ def test_in_app_surveys_are_listed_for_the_app_and_answered_through_the_api(serv
         assert group["key"] == "in_app" and group["mean"] == 6 and group["shares"]["high_effort"] == 100.0
         listed = admin.get("/v1/surveys").json()["surveys"]
         assert listed[0]["id"] == "checkout-ces" and listed[0]["last_30_days"]["answered"] == 1
+
+
+def test_dont_ask_me_again_on_the_page_withdraws_survey_consent(server: ServerProcess) -> None:
+    import httpx
+
+    with server.admin() as admin, server.writer() as writer:
+        deployed = admin.put("/v1/surveys/checkout-ces", content=IN_APP, headers={"content-type": "application/yaml"})
+        assert deployed.status_code == 201
+        time.sleep(1.2)
+        batch = [
+            {"type": "identify", "userId": "oona", "traits": {"consent": {"marketing": True}}},
+            {"type": "track", "userId": "oona", "event": "Order Completed", "context": {"channel": "app"}},
+        ]
+        assert writer.post("/v1/batch", json={"batch": batch}).status_code == 200
+        customer = until(
+            lambda: (
+                (r := admin.get("/v1/profiles/lookup", params={"user_id": "oona"})).status_code == 200
+                and r.json()["customer_id"]
+            ),
+            what="the customer",
+        )
+        (item,) = until(lambda: admin.get(f"/v1/profiles/{customer}/surveys").json()["surveys"], what="the survey")
+        page = httpx.get(f"{server.url}/s/{item['token']}", timeout=10)
+        assert page.status_code == 200 and f'action="/s/{item["token"]}/opt-out"' in page.text
+        assert "Don&#39;t ask me for feedback again" in page.text or "Don't ask me for feedback again" in page.text
+        done = httpx.post(f"{server.url}/s/{item['token']}/opt-out", timeout=10)
+        assert done.status_code == 200 and "ask again" in done.text
+        assert httpx.post(f"{server.url}/s/not-a-token/opt-out", timeout=10).status_code == 403
+        consent = until(
+            lambda: (
+                (c := admin.get(f"/v1/profiles/{customer}/consent").json())["purposes"]["surveys"]["given"] is False
+                and c
+            ),
+            what="the withdrawn consent",
+        )
+        assert consent["purposes"]["marketing"]["given"] is True  # what they said before stays
+        assert consent["history"][0]["channel"] == "in_app"
+        # The contact policy now refuses surveys to them on every channel.
+        policy = admin.get(f"/v1/profiles/{customer}/policy").json()
+    (surveys,) = [row for row in policy["purposes"] if row["purpose"] == "surveys"]
+    assert surveys["given"] is False
+    assert [(v["kind"], v["reason"]) for v in surveys["verdicts"]] == [("skip", "consent:surveys")], surveys

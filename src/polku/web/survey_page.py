@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-STATES: Final = frozenset({"form", "thanks", "closed", "invalid", "expired"})
+STATES: Final = frozenset({"form", "thanks", "closed", "invalid", "expired", "opted_out"})
 STYLESHEET_PATH: Final = "/s/static/survey.css"
 DEFAULT_MAX_LENGTH: Final = 1000
 
@@ -56,6 +56,10 @@ UI_TEXT: dict[str, dict[str, str]] = {
         "If it still does not work, the survey may have been withdrawn.",
         "expired_title": "This survey has closed",
         "expired_text": "Answers are no longer being collected. Thank you for your interest.",
+        "opt_out": "Don't ask me for feedback again",
+        "opted_out_title": "We won't ask again",
+        "opted_out_text": "You will get no more feedback requests from us. You can change this "
+        "in your preferences at any time.",
     },
     "fi": {
         "page_title": "Kysely",
@@ -88,6 +92,9 @@ UI_TEXT: dict[str, dict[str, str]] = {
         "Jos se ei vieläkään toimi, kysely on ehkä poistettu.",
         "expired_title": "Kysely on päättynyt",
         "expired_text": "Vastauksia ei enää kerätä. Kiitos mielenkiinnostasi.",
+        "opt_out": "Älä kysy minulta palautetta enää",
+        "opted_out_title": "Emme kysy enää",
+        "opted_out_text": "Et saa meiltä enää palautepyyntöjä. Voit muuttaa tämän asetuksistasi milloin tahansa.",
     },
     "sv": {
         "page_title": "Enkät",
@@ -120,6 +127,10 @@ UI_TEXT: dict[str, dict[str, str]] = {
         "Om den fortfarande inte fungerar kan enkäten ha tagits bort.",
         "expired_title": "Enkäten har stängts",
         "expired_text": "Svar samlas inte längre in. Tack för ditt intresse.",
+        "opt_out": "Be mig inte om feedback igen",
+        "opted_out_title": "Vi frågar inte igen",
+        "opted_out_text": "Du får inga fler förfrågningar om feedback från oss. Du kan ändra detta "
+        "i dina inställningar när som helst.",
     },
 }
 """Locale → the page's own wording. ``error_*`` are for the server's messages of a
@@ -212,11 +223,14 @@ def render_survey_page(
     errors: dict[str, str] | None = None,
     message: str | None = None,
     can_edit: bool = False,
+    opt_out: str | None = None,
 ) -> str:
     """The page in ``state``: ``form`` asks the survey (prefilled with ``answer``, with
     ``errors`` by field: ``score``, ``answers.<question id>``); ``thanks``, ``closed``,
-    ``invalid`` and ``expired`` say what happened. ``message`` is one more line above
-    the form or on the result; ``can_edit`` offers a way back to the form on ``thanks``."""
+    ``invalid``, ``expired`` and ``opted_out`` say what happened. ``message`` is one more
+    line above the form or on the result; ``can_edit`` offers a way back to the form on
+    ``thanks``; ``opt_out`` is where the form that says "don't ask me again" posts (on
+    ``form`` and ``thanks``)."""
     if state not in STATES:
         raise ValueError(f"unknown survey page state {state!r} (one of {sorted(STATES)})")
     ui = ui_text(locale)
@@ -250,6 +264,7 @@ def render_survey_page(
         fields=fields,
         error_items=error_items,
         can_edit=can_edit and state == "thanks",
+        opt_out=opt_out if state in ("form", "thanks") else None,
         stylesheet=STYLESHEET_PATH,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from importlib import resources
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import msgspec
 from starlette.requests import Request
@@ -48,6 +48,9 @@ from polku.web.profile_routes import _customer, _profiles
 from polku.web.responses import json_response
 from polku.web.services import services
 from polku.web.survey_page import render_survey_page, ui_text
+
+SURVEY_PURPOSE: Final = "surveys"
+"""The consent purpose survey invitations ask for (``polku.core.journey_engine``)."""
 
 MAX_ANSWER_BYTES: Final = 32 * 1024
 DAY_MS: Final = 86_400_000
@@ -382,15 +385,53 @@ async def page(request: Request) -> Response:
     locale = _locale(request, opened)
     view = localized(opened.survey, locale)
     now = wall_clock_ms()
+    opt_out = _opt_out_link(token)
     if request.method == "POST":
         return await _submit_page(request, answers, token, opened, locale, view)
     if opened.answer is None:
-        return _page("form", locale, 200, survey=view)
+        return _page("form", locale, 200, survey=view, opt_out=opt_out)
     if not opened.can_edit(now):
         return _page("closed", locale, 200, survey=view)
     if request.query_params.get("edit"):
-        return _page("form", locale, 200, survey=view, answer=opened.answer.answer, message=_edit_note(opened, locale))
-    return _page("thanks", locale, 200, survey=view, can_edit=True, message=_edit_note(opened, locale))
+        note = _edit_note(opened, locale)
+        return _page("form", locale, 200, survey=view, answer=opened.answer.answer, message=note, opt_out=opt_out)
+    return _page("thanks", locale, 200, survey=view, can_edit=True, message=_edit_note(opened, locale), opt_out=opt_out)
+
+
+def _opt_out_link(token: str) -> str:
+    return f"/s/{quote(token, safe='')}/opt-out"
+
+
+async def opt_out_page(request: Request) -> Response:
+    """``POST /s/<token>/opt-out``: "don't ask me for feedback again" — the person's
+    consent to the ``surveys`` purpose becomes no, through the log as an ``identify``
+    of theirs (docs/privacy.md), so no survey invites them again."""
+    from polku.engine.runtime import INTERNAL_SOURCE, consent_event
+    from polku.ports import AppendBatch
+
+    token = request.path_params["token"]
+    try:
+        opened = await answers_service(request).open(token)
+    except Gone:
+        return _page("expired", _browser_locale(request), 410, survey=None)
+    except Forbidden:
+        return _page("invalid", _browser_locale(request), 403, survey=None)
+    invitation = opened.invitation
+    workspace, customer_id = invitation.workspace, invitation.customer_id
+    service = _profiles(request)
+    runtime = await service.runtime(workspace)
+    trait = runtime.policy.consent_trait
+    now = wall_clock_ms()
+    profile = await service.run(lambda views: views.profile_json(workspace, runtime, customer_id, now))
+    said = profile["traits"].get(trait)
+    consent = {**(said if isinstance(said, dict) else {}), SURVEY_PURPOSE: False}
+    channel = invitation.event_channel or invitation.channel or "other"
+    event = consent_event(customer_id, trait, consent, now, f"survey-opt-out|{invitation.id}|{now}", channel)
+    await services(request).log.append(
+        AppendBatch(workspace=workspace, source=INTERNAL_SOURCE, received_ms=now, events=[event])
+    )
+    locale = _locale(request, opened)
+    return _page("opted_out", locale, 200, survey=localized(opened.survey, locale))
 
 
 async def _submit_page(
@@ -473,4 +514,5 @@ routes = [
     Route("/v1/invitations/{token}/answer", answer_invitation, methods=["POST"]),
     Route("/s/static/survey.css", stylesheet, methods=["GET"]),
     Route("/s/{token}", page, methods=["GET", "POST"]),
+    Route("/s/{token}/opt-out", opt_out_page, methods=["POST"]),
 ]
