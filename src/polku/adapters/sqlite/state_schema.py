@@ -23,7 +23,9 @@ rebuilt by replaying the log (``SqliteStateStore`` does it on open, and says so)
 The journey tables (migration 2) are the exception: an instance's progress depends
 on when it was processed, not only on the log, so it cannot be replayed. A change
 of format must migrate them (``journey_states``, ``journey_stats``,
-``journey_transitions``, ``messages``) rather than discard them."""
+``journey_transitions``, ``messages``) rather than discard them — and ``erasures``
+and ``erased`` (migration 5) too: the receipts, and the hashes that keep erased and
+suppressed people out, are no more in the log than the people are."""
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
