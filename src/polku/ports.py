@@ -373,8 +373,9 @@ class StateStore(Protocol):
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, str, bytes]]: ...
 
-    def erased(self) -> set[tuple[str, str]]:
-        """(workspace, hash) of erased customer ids and suppressed identifiers."""
+    def erased(self) -> dict[tuple[str, str], int]:
+        """(workspace, hash) → the log position before which an event naming it is an
+        erased person's (``polku.core.erasure.keep_out``)."""
         ...
 
     def erasure_scope(
@@ -437,6 +438,10 @@ class DeliveryLedger(Protocol):
 
     async def announced(self, key: str) -> None:
         """The result event of a settled delivery is in the log."""
+        ...
+
+    async def forget(self, key: str) -> None:
+        """Delete a delivery whose message was erased (its person with it)."""
         ...
 
     async def unannounced(self, skip: AbstractSet[str]) -> list[Settled]:

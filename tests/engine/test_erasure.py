@@ -199,3 +199,24 @@ def test_retention_takes_expired_events_off_the_timeline_hourly_and_when_the_rul
 
 def _with_retention(rules: str) -> WorkspaceConfig:
     return parse_config(CONFIG + f"retention: {{{rules}}}\n")
+
+
+def test_an_event_from_before_the_erasure_met_after_it_is_dropped(tmp_path: Path) -> None:
+    """The scale-out's workers read partitions in parallel: an event of the person's
+    from before the request (a lower position) may reach another worker's processor
+    after the erasure. It is theirs: dropped, not a new customer. A later event is a
+    returning person's."""
+    world, eraser = _world(tmp_path)
+    world.send(event("track", user_id="ivy", event="A", ts=T0), event("track", user_id="ivy", event="B", ts=T0 + 1))
+    world.run()
+    ivy = world.customer("user_id:ivy")
+    _erase(world, ivy)
+    world.run()
+    marker = eraser.scopes[0].marker_seq
+    world.processor.process(marker - 1, "default", event("track", user_id="ivy", event="Late", ts=T0 + 2))
+    world.processor.flush()
+    assert world.store.identifier("default", "user_id:ivy") is None
+    assert ("default", marker - 1, None) in eraser.dropped
+    world.processor.process(marker + 100, "default", event("track", user_id="ivy", event="Back", ts=T0 + 3))
+    world.processor.flush()
+    assert world.store.identifier("default", "user_id:ivy") is not None

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from polku.core.channels import OutboundMessage
-from polku.core.erasure import STAGES, ErasureReceipt, ErasureScope, identity_hash, receipt
+from polku.core.erasure import STAGES, ErasureReceipt, ErasureScope, keep_out, receipt
 from polku.core.identity import LinkEvent
 from polku.core.journey_state import InvitationRecord, JourneyState, TransitionRecord
 from polku.core.profile import Profile
@@ -56,7 +56,7 @@ class MemoryStateStore:
         self.erasures: dict[
             tuple[str, str], tuple[ErasureScope | None, dict[str, int | None], dict[str, int], tuple[int, int, int]]
         ] = {}
-        self.erased_hashes: set[tuple[str, str]] = set()
+        self.erased_hashes: dict[tuple[str, str], int] = {}
         self.consent_withdrawn: set[tuple[str, str]] = set()
         self._next_id = 1
 
@@ -308,9 +308,8 @@ class MemoryStateStore:
         }
         self.feedback = {k: f for k, f in self.feedback.items() if not (k[0] == workspace and f.customer_id in ids)}
         self.consent_withdrawn -= {(workspace, c) for c in ids}
-        self.erased_hashes |= {(workspace, identity_hash(workspace, c)) for c in ids}
-        if scope.suppress:
-            self.erased_hashes |= {(workspace, identity_hash(workspace, i)) for i in identifiers}
+        for found, _, until in keep_out(scope):
+            self.erased_hashes[(workspace, found)] = max(self.erased_hashes.get((workspace, found), 0), until)
         stages: dict[str, int | None] = {"state": scope.state_ms, "log": None, "analytics": None}
         suppressed = len(identifiers) if scope.suppress else 0
         facts = (scope.requested_ms, len(ids), suppressed)
@@ -349,8 +348,8 @@ class MemoryStateStore:
         ]
         return found[-limit:][::-1]
 
-    def erased(self) -> set[tuple[str, str]]:
-        return set(self.erased_hashes)
+    def erased(self) -> dict[tuple[str, str], int]:
+        return dict(self.erased_hashes)
 
     def wipe_wal(self) -> None:
         return None

@@ -11,12 +11,12 @@ and escapes the text, ``postgres.state_schema``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
 
-from polku.core.erasure import STAGES, ErasureReceipt, ErasureScope, identity_hash, receipt
+from polku.core.erasure import REDACTED, STAGES, ErasureReceipt, ErasureScope, identifier_values, keep_out, receipt
 from polku.core.retention import Retention
 from polku.state import MergeRecord
 
@@ -27,16 +27,20 @@ MAX_MERGED_IDS: Final = 10_000
 _encode = msgspec.json.Encoder().encode
 _decode_scope = msgspec.json.Decoder(ErasureScope).decode
 _decode_change = msgspec.msgpack.Decoder(MergeRecord).decode
+_encode_change = msgspec.msgpack.Encoder().encode
+ERASED_ID: Final = "c_erased"
+"""Stands for an erased person in an identity change that involved others too."""
 
 SQLITE_TABLES: Final = """
     CREATE TABLE erasures (
         workspace TEXT NOT NULL, id TEXT NOT NULL, requested_ms INTEGER NOT NULL,
         state_ms INTEGER NOT NULL, log_ms INTEGER, analytics_ms INTEGER,
         customers INTEGER NOT NULL, suppressed INTEGER NOT NULL, removed TEXT NOT NULL, scope BLOB,
+        analytics_by TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (workspace, id)
     ) WITHOUT ROWID;
     CREATE TABLE erased (
-        workspace TEXT NOT NULL, hash TEXT NOT NULL, kind TEXT NOT NULL,
+        workspace TEXT NOT NULL, hash TEXT NOT NULL, kind TEXT NOT NULL, until_seq INTEGER NOT NULL,
         PRIMARY KEY (workspace, hash)
     ) WITHOUT ROWID;
     CREATE TABLE consent_withdrawn (
@@ -49,10 +53,12 @@ POSTGRES_TABLES: Final = """
         workspace text COLLATE "C" NOT NULL, id text COLLATE "C" NOT NULL, requested_ms bigint NOT NULL,
         state_ms bigint NOT NULL, log_ms bigint, analytics_ms bigint,
         customers integer NOT NULL, suppressed integer NOT NULL, removed text NOT NULL, scope bytea,
+        analytics_by text NOT NULL DEFAULT '',
         PRIMARY KEY (workspace, id)
     );
     CREATE TABLE erased (
         workspace text COLLATE "C" NOT NULL, hash text COLLATE "C" NOT NULL, kind text NOT NULL,
+        until_seq bigint NOT NULL,
         PRIMARY KEY (workspace, hash)
     );
     CREATE TABLE consent_withdrawn (
@@ -124,11 +130,13 @@ def find_scope(
         )
     )
     named = set(ids)
-    changes = [
-        int(row_id)
-        for row_id, body in execute("SELECT id, body FROM identity_changes WHERE workspace = ?", [workspace]).fetchall()
-        if named.intersection(_change_ids(bytes(body)))
-    ]
+    changes: list[int] = []
+    shared: list[int] = []
+    for row_id, body in execute("SELECT id, body FROM identity_changes WHERE workspace = ?", [workspace]).fetchall():
+        involved = _change_ids(bytes(body))
+        if involved & named:
+            # A change that involved someone else too stays theirs, without this person.
+            (changes if involved <= named else shared).append(int(row_id))
     outbox = [
         int(row_id)
         for row_id, body in execute("SELECT id, body FROM log_outbox WHERE workspace = ?", [workspace]).fetchall()
@@ -144,9 +152,15 @@ def find_scope(
         seqs=seqs,
         invitations=invitations,
         identity_changes=changes,
+        shared_changes=shared,
         outbox=outbox,
         suppress=suppress,
     )
+
+
+def encode_scope(scope: ErasureScope) -> bytes:
+    """The scope as ``erasures.scope`` holds it."""
+    return _encode(scope)
 
 
 def _change_ids(body: bytes) -> set[str]:
@@ -197,12 +211,23 @@ def erase_state(execute: Execute, scope: ErasureScope, now_ms: int) -> dict[str,
         removed[table] = _delete(execute, table, "set_hash", workspace, link_sets)
     for table, column, values in _deletions(scope):
         removed[table] = removed.get(table, 0) + _delete(execute, table, column, workspace, values)
-    hashes = [(workspace, identity_hash(workspace, found), "customer") for found in scope.customer_ids]
-    if scope.suppress:
-        hashes += [(workspace, identity_hash(workspace, found), "identifier") for found in scope.identifiers]
-    for row in hashes:
+    named = set(scope.customer_ids)
+    for row_id in scope.shared_changes:
+        row = execute("SELECT body FROM identity_changes WHERE id = ?", [row_id]).fetchone()
+        if row is not None:
+            record = _decode_change(bytes(row[0]))
+            record.survivor = ERASED_ID if record.survivor in named else record.survivor
+            record.absorbed = [ERASED_ID if found in named else found for found in record.absorbed]
+            for value in [*scope.customer_ids, *identifier_values(scope.identifiers)]:
+                record.reason = record.reason.replace(value, REDACTED)
+            execute("UPDATE identity_changes SET body = ? WHERE id = ?", [_encode_change(record), row_id])
+            removed["identity_changes"] = removed.get("identity_changes", 0) + 1
+    for row in erased_rows(scope):
         execute(
-            "INSERT INTO erased (workspace, hash, kind) VALUES (?, ?, ?) ON CONFLICT (workspace, hash) DO NOTHING", row
+            "INSERT INTO erased (workspace, hash, kind, until_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (workspace, hash) DO UPDATE SET kind = excluded.kind, until_seq = CASE "
+            "WHEN excluded.until_seq > erased.until_seq THEN excluded.until_seq ELSE erased.until_seq END",
+            row,
         )
     counts = {f"state.{table}": count for table, count in removed.items() if count}
     execute(
@@ -254,9 +279,11 @@ def mark_stage(
     )
 
 
-def pending(execute: Execute, stage: str) -> list[ErasureScope]:
+def pending(execute: Execute, stage: str, consumer: str | None = None) -> list[ErasureScope]:
     """The scopes whose ``stage`` is not done, oldest first (the analytics stage
-    waits for the log's: the feeder would otherwise copy again what the log held)."""
+    waits for the log's: the feeder would otherwise copy again what the log held);
+    with ``consumer``, the analytics stage's scopes that consumer has not done yet
+    (the scale-out may have several Parquet folders, each its own consumer)."""
     if stage == "log":
         where = "log_ms IS NULL"
     elif stage == "analytics":
@@ -264,9 +291,38 @@ def pending(execute: Execute, stage: str) -> list[ErasureScope]:
     else:
         raise ValueError(f"no erasure stage {stage!r}")
     rows = execute(
-        f"SELECT scope FROM erasures WHERE {where} AND scope IS NOT NULL ORDER BY state_ms, id", []
+        f"SELECT scope, analytics_by FROM erasures WHERE {where} AND scope IS NOT NULL ORDER BY state_ms, id", []
     ).fetchall()
-    return [_decode_scope(bytes(scope)) for (scope,) in rows]
+    return [_decode_scope(bytes(scope)) for scope, by in rows if consumer is None or consumer not in str(by).split()]
+
+
+def mark_consumer(
+    execute: Execute,
+    workspace: str,
+    erasure: str,
+    consumer: str,
+    removed: dict[str, int],
+    now_ms: int,
+    consumers: Collection[str],
+) -> None:
+    """One analytics consumer has done its part; the analytics stage is done (and
+    the scope wiped) once every one of ``consumers`` has."""
+    row = execute(
+        "SELECT removed, analytics_by FROM erasures WHERE workspace = ? AND id = ?", [workspace, erasure]
+    ).fetchone()
+    if row is None:
+        return
+    done = {*str(row[1]).split(), consumer}
+    counts = msgspec.json.decode(row[0])
+    for table, count in removed.items():
+        if count:
+            counts[f"analytics.{table}"] = counts.get(f"analytics.{table}", 0) + count
+    execute(
+        "UPDATE erasures SET analytics_by = ?, removed = ? WHERE workspace = ? AND id = ?",
+        [" ".join(sorted(done)), _encode(dict(sorted(counts.items()))).decode(), workspace, erasure],
+    )
+    if set(consumers) <= done:
+        mark_stage(execute, workspace, erasure, "analytics", {}, now_ms)
 
 
 _RECEIPT_COLUMNS: Final = "workspace, id, requested_ms, state_ms, log_ms, analytics_ms, customers, suppressed, removed"
@@ -299,9 +355,17 @@ def _receipt(row: Sequence[Any]) -> ErasureReceipt:
     )
 
 
-def erased_hashes(execute: Execute) -> set[tuple[str, str]]:
-    """(workspace, hash) of every erased customer id and suppressed identifier."""
-    return {(str(w), str(h)) for w, h in execute("SELECT workspace, hash FROM erased", []).fetchall()}
+def erased_rows(scope: ErasureScope) -> list[tuple[str, str, str, int]]:
+    """(workspace, hash, kind, until_seq) that keep an erased person out
+    (``polku.core.erasure.keep_out``)."""
+    return [(scope.workspace, found, kind, until) for found, kind, until in keep_out(scope)]
+
+
+def erased_hashes(execute: Execute) -> dict[tuple[str, str], int]:
+    """(workspace, hash) → the log position before which events naming it are an
+    erased person's (``FOREVER`` for erased customer ids and suppressed identifiers)."""
+    rows = execute("SELECT workspace, hash, until_seq FROM erased", []).fetchall()
+    return {(str(w), str(h)): int(until) for w, h, until in rows}
 
 
 def expire_timeline(execute: Execute, workspace: str, retention: Retention, now_ms: int) -> int:

@@ -21,7 +21,6 @@ STATUSES: Final[tuple[DeliveryStatus, ...]] = ("pending", "sent", "dead")
 Lane = tuple[str, str]
 """(workspace, channel name): deliveries that share a connector and its slots."""
 MAX_BACKOFF_MS: Final = 3_600_000
-ERASED: Final = "the message no longer exists (erased)"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ Pure: no clock, no store.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Collection
 from typing import Final, Literal
+from urllib.parse import quote
 
 import msgspec
 
@@ -54,7 +57,9 @@ class ErasureScope(msgspec.Struct, kw_only=True):
     """The log positions of the person's events (their timeline)."""
     invitations: list[str] = []
     identity_changes: list[int] = []
-    """Rows of ``identity_changes`` that name one of ``customer_ids``."""
+    """Rows of ``identity_changes`` that name only ``customer_ids`` (deleted)."""
+    shared_changes: list[int] = []
+    """Rows that name someone else too (kept, with this person's ids replaced)."""
     outbox: list[int] = []
     """Rows of the log outbox about one of ``customer_ids``, not forwarded yet."""
     suppress: bool = False
@@ -102,12 +107,58 @@ def identity_hash(workspace: str, value: str) -> str:
     return hashlib.sha256(f"{workspace}\x00{value}".encode()).hexdigest()
 
 
+FOREVER: Final = 1 << 62
+"""``until_seq`` of what is kept out for good."""
+
+
+def keep_out(scope: ErasureScope) -> list[tuple[str, str, int]]:
+    """(hash, kind, until_seq) that keep an erased person out of the state: their
+    customer ids for good (a delivery result that comes back later is theirs); their
+    identifiers for good when suppressed, else only in events from before the
+    request (on the scale-out another partition's worker may meet one of those after
+    the erasure; later events are a returning person's)."""
+    workspace = scope.workspace
+    found = [(identity_hash(workspace, customer_id), "customer", FOREVER) for customer_id in scope.customer_ids]
+    until = FOREVER if scope.suppress else scope.marker_seq
+    kind = "suppressed" if scope.suppress else "identifier"
+    found += [(identity_hash(workspace, identifier), kind, until) for identifier in scope.identifiers]
+    return found
+
+
 def identifier_values(identifiers: list[str]) -> list[str]:
     """The values of ``type:value`` identifiers, as events carry them (longest
     first; values shorter than 3 characters are left out: searching raw bodies for
     them would match unrelated text)."""
     values = {identifier.partition(":")[2] for identifier in identifiers}
     return sorted((value for value in values if len(value) >= 3), key=lambda value: (-len(value), value))
+
+
+REDACTED: Final = "[erased]"
+
+
+def quoted_forms(values: list[str]) -> list[str]:
+    """How a value stands as a whole JSON string in a raw body, lower case (with its
+    non-ASCII characters as they are, and escaped): what the quarantine is searched
+    for, so that "ann" finds ``"userId": "ann"`` and not ``"channel"``."""
+    found: dict[str, None] = {}
+    for value in values:
+        found[json.dumps(value, ensure_ascii=False).lower()] = None
+        found[json.dumps(value).lower()] = None
+    return list(found)
+
+
+def redact_action(action: str, named: Collection[str]) -> str:
+    """An audit record's ``METHOD /path`` with every path segment that is one of
+    ``named`` (ids, identifier values, as sent or percent-encoded) made ``[erased]``;
+    other segments — another person's, a route's — stay as they were."""
+    method, _, path = action.partition(" ")
+    segments = [REDACTED if segment in named else segment for segment in path.split("/")]
+    return f"{method} {'/'.join(segments)}"
+
+
+def path_forms(values: list[str]) -> list[str]:
+    """How a value can stand in a request path: as it is and percent-encoded."""
+    return list(dict.fromkeys(form for value in values for form in (value, quote(value, safe=""), quote(value))))
 
 
 def receipt(

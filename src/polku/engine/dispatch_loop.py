@@ -31,7 +31,7 @@ import msgspec
 from polku.adapters.channels import Channel, DeliveryResult, build_channel
 from polku.adapters.sqlite.log_reader import decode_config
 from polku.core.channels import FAILED_EVENT, SENT_EVENT, ChannelConfig, OutboundMessage
-from polku.core.deliveries import ERASED, Due, Lane, Outcome, settle
+from polku.core.deliveries import Due, Lane, Outcome, settle
 from polku.core.errors import PolkuError, StoreUnavailable
 from polku.core.events import Event
 from polku.engine.runtime import INTERNAL_SOURCE, internal_event
@@ -212,9 +212,8 @@ class DispatchLoop:
             if room <= 0:
                 continue
             for item in await self.ledger.claim(pair, now, room, self._inflight):
-                if item.message is None:  # erased from the outbox: nothing to send, nothing to tell
-                    if await self.ledger.settle(item, Outcome("dead", item.attempts, now, ERASED)):
-                        await self.ledger.announced(item.key)
+                if item.message is None:  # erased from the outbox: nothing to send, nothing to tell,
+                    await self.ledger.forget(item.key)  # and no row naming the erased person
                     continue
                 self._inflight.add(item.key)
                 if lane is not None:

@@ -32,7 +32,6 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -137,11 +136,12 @@ def add_message(
     workspace: str | None,
     body: bytes,
     configs: Mapping[str, WorkspaceConfig],
-    erased: AbstractSet[tuple[str, str]] = frozenset(),
+    erased: Mapping[tuple[str, str], int] | None = None,
 ) -> str | None:
     """Add one new message (``seq`` above everything written and buffered); why it
-    was skipped, or ``None``. An event whose identifier is suppressed (``erased``
-    hashes: its person was erased) is left out, as the workers drop it."""
+    was skipped, or ``None``. An event that names an erased person's identifier
+    (``erased``: hash → the position before which it is theirs; for good when
+    suppressed) is left out, as the workers drop it."""
     batch.first = batch.first or seq
     batch.last = seq
     if workspace is None:
@@ -154,7 +154,11 @@ def add_message(
         return None
     day, row = found
     anchor = row[_ANCHOR]
-    if erased and not anchor.startswith("customer:") and (workspace, identity_hash(workspace, anchor)) in erased:
+    if (
+        erased
+        and not anchor.startswith("customer:")
+        and erased.get((workspace, identity_hash(workspace, anchor)), 0) > seq
+    ):
         return None
     key = (workspace, row[files.NAMES.index("message_id")])
     if key in batch.seen:
@@ -194,9 +198,10 @@ class ParquetFeed:
         """Sequences of people erased while this process ran: a message of theirs the
         client held before the stream deleted it is not written."""
         self._erasures: Any = None
-        self.erased: set[tuple[str, str]] = set()
+        self.erased: dict[tuple[str, str], int] = {}
         """Hashes of erased customers and suppressed identifiers (read every second)."""
         self._expired: dict[str, tuple[float, bytes]] = {}
+        self._js: JetStreamContext | None = None
         self._erasures_read = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -219,6 +224,7 @@ class ParquetFeed:
                 async with await self._postgres() as postgres:
                     await self._refresh_configs(postgres, force=True)
                     js = client.jetstream(timeout=10)
+                    self._js = js
                     await ensure_stream(
                         js,
                         stream=deployment.stream,
@@ -377,7 +383,7 @@ class ParquetFeed:
                     migrate=False,
                     scope=None,
                 )
-            scopes = await asyncio.to_thread(self._erasures.pending_erasures, "analytics")
+            scopes = await asyncio.to_thread(self._erasures.pending_erasures, "analytics", self.durable)
             self.erased = await asyncio.to_thread(self._erasures.erased)
         except (psycopg.Error, StoreUnavailable, ConfigError) as error:
             log.warning("erasures not read: %s", error)
@@ -391,14 +397,24 @@ class ParquetFeed:
             batch.days = [day for _, day in kept]
             removed = await asyncio.to_thread(files.erase_rows, self.out, seqs)
             await asyncio.to_thread(
-                self._erasures.mark_erasure,
+                self._erasures.mark_erasure_consumer,
                 scope.workspace,
                 scope.erasure,
-                "analytics",
+                self.durable,
                 {"parquet_rows": removed + from_batch},
                 int(time.time() * 1000),
+                await self._analytics_consumers(),
             )
             log.info("erasure %s: %d rows left the Parquet files", scope.erasure, removed + from_batch)
+
+    async def _analytics_consumers(self) -> set[str]:
+        """Every Parquet folder's consumer on the stream (each erases its own files)."""
+        names = {self.durable}
+        if self._js is not None:
+            with contextlib.suppress(nats.errors.Error):
+                infos = await self._js.consumers_info(self.deployment.stream)
+                names.update(info.name for info in infos if info.name.startswith(DEFAULT_DURABLE))
+        return names
 
     async def _expire(self) -> None:
         """Retention (``polku.core.retention``): rows of expired events leave the files

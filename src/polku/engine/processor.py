@@ -27,7 +27,7 @@ import msgspec
 
 from polku.adapters.sqlite.log_reader import decode_config
 from polku.adapters.sqlite.state_store import link_hash
-from polku.core.erasure import ERASURE_EVENT, ErasureRequest, ErasureScope, erasure_request, identity_hash
+from polku.core.erasure import ERASURE_EVENT, ErasureRequest, ErasureScope, erasure_request, identity_hash, keep_out
 from polku.core.errors import StoreUnavailable
 from polku.core.events import SYSTEM_CHANNEL, Event, time_millis
 from polku.core.identity import (
@@ -57,6 +57,7 @@ from polku.engine.runtime import (
     internal_customer,
     internal_event,
     is_interaction,
+    merged_consent,
     withdrew_analytics,
 )
 from polku.ports import LogEraser, LogReader, StateStore
@@ -85,26 +86,28 @@ def erasure_of(event: Event) -> ErasureRequest | None:
 
 
 class ErasedPeople:
-    """The hashes of erased customer ids and suppressed identifiers
-    (``polku.core.erasure.identity_hash``), per workspace."""
+    """What keeps erased people out (``polku.core.erasure.keep_out``): hash → the
+    log position before which an event naming it is theirs, per workspace."""
 
-    def __init__(self, hashes: set[tuple[str, str]]) -> None:
+    def __init__(self, hashes: dict[tuple[str, str], int]) -> None:
         self.hashes = hashes
         self.workspaces = {workspace for workspace, _ in hashes}
 
     def add(self, workspace: str, scope: ErasureScope) -> None:
-        self.hashes.update((workspace, identity_hash(workspace, found)) for found in scope.customer_ids)
-        if scope.suppress:
-            self.hashes.update((workspace, identity_hash(workspace, found)) for found in scope.identifiers)
+        for found, _, until in keep_out(scope):
+            key = (workspace, found)
+            self.hashes[key] = max(self.hashes.get(key, 0), until)
         self.workspaces.add(workspace)
 
     def customer(self, workspace: str, customer_id: str) -> bool:
         return workspace in self.workspaces and (workspace, identity_hash(workspace, customer_id)) in self.hashes
 
-    def suppresses(self, workspace: str, identifiers: list[str]) -> bool:
+    def names(self, workspace: str, identifiers: list[str], seq: int) -> bool:
+        """Whether an event at ``seq`` naming ``identifiers`` is an erased person's:
+        suppressed, or from before their erasure."""
         if workspace not in self.workspaces:
             return False
-        return any((workspace, identity_hash(workspace, found)) in self.hashes for found in identifiers)
+        return any(self.hashes.get((workspace, identity_hash(workspace, found)), 0) > seq for found in identifiers)
 
 
 class Caches:
@@ -173,6 +176,8 @@ class Processor:
         """Outbox messages committed so far (the worker nudges the dispatcher)."""
         self.erased = ErasedPeople(store.erased())
         self._expired: dict[str, tuple[int, Retention]] = {}
+        self._after_commit: list[tuple[str, int, str | None]] = []
+        self._erasures_due = False
         """When each workspace's retention last ran, under which rules."""
         self.late: list[tuple[str, int, str | None]] = []
         """(workspace, seq, customer id) of this batch's events of people erased
@@ -215,6 +220,8 @@ class Processor:
         step): after a backlog, a large batch would hold every event in it until
         its commit, which is what the profile's freshness is measured by."""
         self.now = self.clock()
+        if self._after_commit or self._erasures_due:
+            self.after_commit()
         rows = self.reader.read(self.checkpoint, self.batch_size)
         timers = self.store.due_timers(self.now, self.batch_size)
         if not rows and not timers:
@@ -267,6 +274,8 @@ class Processor:
         self.checkpoint = self.store.checkpoint()
         self.changes = StateChanges(checkpoint=self.checkpoint)
         self.late = []
+        # Another worker may have erased someone meanwhile (a conflict brought us here).
+        self.erased = ErasedPeople(self.store.erased())
 
     def isolate(self, rows: list[tuple[int, str, bytes]], timers: list[tuple[str, str, int]]) -> None:
         """Process a failed batch event by event (and timer by timer), each committed
@@ -316,17 +325,32 @@ class Processor:
             # follows the checkpoint and must never copy them.
             self.eraser.drop(late)
         self.store.commit(changes)
-        if late and self.eraser is not None:
-            # And after: a commit may index its batch's messages again (the scale-out's).
-            self.eraser.drop(late)
         self.messages_committed += len(changes.messages)
         self.checkpoint = changes.checkpoint
         self.changes = StateChanges(checkpoint=self.checkpoint)
         if changes.erasures:
             self.caches.clear()
             self.journeys.reset()
-            self.store.wipe_wal()
-            self.finish_erasures()
+        # After the commit: a failure here must not send the committed batch through
+        # again (``step``'s error paths would), so it is kept for the next step.
+        self._after_commit.extend(late)
+        self._erasures_due = self._erasures_due or bool(changes.erasures)
+        self.after_commit()
+
+    def after_commit(self) -> None:
+        """The erasure work that follows a commit: late events dropped once more (a
+        commit may index its batch's messages again: the scale-out's), the WAL
+        emptied and the other stores' stages. Retried at the next step if it fails."""
+        try:
+            if self._after_commit and self.eraser is not None:
+                self.eraser.drop(self._after_commit)
+            self._after_commit = []
+            if self._erasures_due:
+                self.store.wipe_wal()
+                self.finish_erasures()
+                self._erasures_due = False
+        except Exception:
+            log.exception("erasure work after a commit failed; it is tried again at the next step")
 
     # -- erasure (polku.core.erasure) -------------------------------------------------
 
@@ -514,6 +538,7 @@ class Processor:
                         workspace, runtime, customer_id, event.event, event.channel, event.properties or {}, ts
                     )
                 return
+            event = merged_consent(event, profile)  # a consent change given through the API
             self._apply(seq, workspace, runtime, event, ts, profile, "customer:" + customer_id)
             return
         if internal is not None or event.source == "polku":
@@ -523,7 +548,7 @@ class Processor:
         identifiers = event_identifiers(event, runtime.rules)
         if not identifiers:
             return
-        if self.erased.suppresses(workspace, identifiers):
+        if self.erased.names(workspace, identifiers, seq):
             self.late.append((workspace, seq, None))
             return
         self._recorded_links.clear()

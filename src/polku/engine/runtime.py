@@ -139,13 +139,30 @@ def customer_event(
 
 
 def consent_event(
-    customer_id: str, trait: str, consent: dict[str, bool], ts_ms: int, identity: str, channel: str
+    customer_id: str, trait: str, purposes: dict[str, bool], ts_ms: int, identity: str, channel: str
 ) -> Event:
-    """A person's consent as set through the API (``PUT /v1/profiles/{id}/consent``):
-    an ``identify`` of theirs that sets the whole consent map, so it is applied and
-    remembered (the history) as any identify that sets it is."""
+    """A person's word on some purposes, given through the API or the survey page: an
+    ``identify`` of theirs whose consent map the processor merges into the one they
+    have when it applies it (``merged_consent``), so a change still on its way in the
+    log is not undone; the history shows what this one said."""
     event = customer_event("Consent Set", customer_id, ts_ms, identity, {}, channel)
-    return msgspec.structs.replace(event, type="identify", event=None, properties=None, traits={trait: consent})
+    context = dict(event.context or {})
+    context["polku"] = {**context.get("polku", {}), "merge_trait": trait}
+    return msgspec.structs.replace(
+        event, type="identify", event=None, properties=None, traits={trait: purposes}, context=context
+    )
+
+
+def merged_consent(event: Event, profile: Profile) -> Event:
+    """A ``consent_event`` with the person's consent map as it stands merged in (other
+    events are as they are)."""
+    polku = (event.context or {}).get("polku")
+    trait = polku.get("merge_trait") if isinstance(polku, dict) else None
+    if not isinstance(trait, str) or not event.traits or not isinstance(event.traits.get(trait), dict):
+        return event
+    current = profile.traits.get(trait)
+    said = current[0] if current is not None and isinstance(current[0], dict) else {}
+    return msgspec.structs.replace(event, traits={**event.traits, trait: {**said, **event.traits[trait]}})
 
 
 def as_customer(event: Event) -> bool:

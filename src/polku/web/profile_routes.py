@@ -167,8 +167,9 @@ class ConsentRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 async def set_consent(request: Request) -> Response:
     """Set some of a person's consent (a preference center, a call-center agent): the
-    purposes named change, the others keep what the person said; goes through the log
-    as an ``identify`` of theirs, so the history shows it like any other."""
+    purposes named change, the others keep what the person said (merged when the
+    processor applies it, in their order); goes through the log as an ``identify`` of
+    theirs, so the history shows it like any other."""
     from polku.core.events import CHANNEL_PATTERN
     from polku.engine.runtime import INTERNAL_SOURCE, consent_event
     from polku.ports import AppendBatch
@@ -183,15 +184,14 @@ async def set_consent(request: Request) -> Response:
         raise InvalidInput("name 1-50 purposes, each 1-64 characters", field="purposes")
     if not CHANNEL_PATTERN.fullmatch(wanted.channel):
         raise InvalidInput(f"channel {wanted.channel!r} is not a channel name", field="channel")
-    trait = runtime.policy.consent_trait
     now = wall_clock_ms()
-    profile = await _profiles(request).run(lambda v: v.profile_json(workspace, runtime, customer_id, now))
-    said = profile["traits"].get(trait)
-    merged = {**(said if isinstance(said, dict) else {}), **wanted.purposes}
-    event = consent_event(customer_id, trait, merged, now, f"consent|{secrets.token_hex(10)}", wanted.channel)
+    identity = f"consent|{secrets.token_hex(10)}"
+    event = consent_event(customer_id, runtime.policy.consent_trait, wanted.purposes, now, identity, wanted.channel)
     log = services(request).log
     await log.append(AppendBatch(workspace=workspace, source=INTERNAL_SOURCE, received_ms=now, events=[event]))
-    return json_response({"customer_id": customer_id, "consent": merged, "message_id": event.message_id}, status=202)
+    return json_response(
+        {"customer_id": customer_id, "purposes": wanted.purposes, "message_id": event.message_id}, status=202
+    )
 
 
 async def erase_profile(request: Request) -> Response:

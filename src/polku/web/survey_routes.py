@@ -418,15 +418,11 @@ async def opt_out_page(request: Request) -> Response:
         return _page("invalid", _browser_locale(request), 403, survey=None)
     invitation = opened.invitation
     workspace, customer_id = invitation.workspace, invitation.customer_id
-    service = _profiles(request)
-    runtime = await service.runtime(workspace)
-    trait = runtime.policy.consent_trait
+    runtime = await _profiles(request).runtime(workspace)
     now = wall_clock_ms()
-    profile = await service.run(lambda views: views.profile_json(workspace, runtime, customer_id, now))
-    said = profile["traits"].get(trait)
-    consent = {**(said if isinstance(said, dict) else {}), SURVEY_PURPOSE: False}
     channel = invitation.event_channel or invitation.channel or "other"
-    event = consent_event(customer_id, trait, consent, now, f"survey-opt-out|{invitation.id}|{now}", channel)
+    identity = f"survey-opt-out|{invitation.id}|{now}"
+    event = consent_event(customer_id, runtime.policy.consent_trait, {SURVEY_PURPOSE: False}, now, identity, channel)
     await services(request).log.append(
         AppendBatch(workspace=workspace, source=INTERNAL_SOURCE, received_ms=now, events=[event])
     )

@@ -136,8 +136,11 @@ def erase(connection: Any, scope: ErasureScope) -> dict[str, int]:
         for start in range(0, len(values), 1000):
             chunk = values[start : start + 1000]
             marks = ", ".join("?" * len(chunk))
+            # Only before the request: later events are a returning person's.
             removed["events"] += _deleted(
-                connection, f"DELETE FROM events WHERE workspace = ? AND {column} IN ({marks})", [workspace, *chunk]
+                connection,
+                f"DELETE FROM events WHERE workspace = ? AND seq < ? AND {column} IN ({marks})",
+                [workspace, scope.marker_seq, *chunk],
             )
     for start in range(0, len(scope.customer_ids), 1000):
         chunk = scope.customer_ids[start : start + 1000]

@@ -19,8 +19,8 @@ from nats.js.errors import NotFoundError
 from psycopg_pool import ConnectionPool
 
 from polku.adapters.nats.routing import partition, routing_key
-from polku.adapters.sqlite.log_erasure import REDACTED, path_forms
-from polku.core.erasure import ErasureScope, identifier_values
+from polku.adapters.state_erasure import encode_scope
+from polku.core.erasure import ErasureScope, identifier_values, path_forms, quoted_forms, redact_action
 from polku.core.events import Event
 from polku.core.retention import Retention
 from polku.engine.shared_state import person_keys
@@ -50,33 +50,43 @@ class ScaleLogEraser:
         self.partitions = partitions
 
     def erase(self, scope: ErasureScope) -> dict[str, int]:
+        """In an order a crash anywhere can resume from: the person's messages the
+        index holds beyond their timeline (one that failed) join the scope in the
+        state first; then the messages leave the stream; then, in one transaction, the
+        index rows and the rest."""
         workspace = scope.workspace
-        seqs = [*scope.seqs, scope.marker_seq]
         named = [*scope.customer_ids, *identifier_values(scope.identifiers)]
         users = [i.partition(":")[2].encode() for i in scope.identifiers if i.startswith("user_id:")]
         anonymous = [i.partition(":")[2].encode() for i in scope.identifiers if i.startswith("anonymous_id:")]
         removed: dict[str, int] = {}
         with self.pool.connection() as connection, connection.transaction():
-            # Their messages the index holds beyond the timeline (one that failed):
-            # deleted from the stream too.
             found = connection.execute(
                 "SELECT seq FROM events WHERE workspace = %s AND seq < %s "
                 "AND (user_id = ANY(%s::bytea[]) OR anonymous_id = ANY(%s::bytea[]))",
                 (workspace, scope.marker_seq, users, anonymous),
             ).fetchall()
-            seqs = sorted({*seqs, *(int(seq) for (seq,) in found)})
+            more = sorted({int(seq) for (seq,) in found} - set(scope.seqs))
+            if more:
+                # The Parquet consumer erases by the scope's positions: these too.
+                scope.seqs = sorted({*scope.seqs, *more})
+                connection.execute(
+                    "UPDATE erasures SET scope = %s WHERE workspace = %s AND id = %s AND scope IS NOT NULL",
+                    (encode_scope(scope), workspace, scope.erasure),
+                )
+        seqs = [*scope.seqs, scope.marker_seq]
+        removed["stream"] = self._from_stream(seqs)
+        with self.pool.connection() as connection, connection.transaction():
             removed["events"] = _count(
                 connection.execute("DELETE FROM events WHERE workspace = %s AND seq = ANY(%s)", (workspace, seqs))
             )
             removed["quarantine"] = sum(
                 _count(
                     connection.execute(
-                        "DELETE FROM quarantine WHERE workspace = %s "
-                        "AND strpos(lower(encode(body, 'escape')), lower(%s)) > 0",
-                        (workspace, value),
+                        "DELETE FROM quarantine WHERE workspace = %s AND strpos(lower(encode(body, 'escape')), %s) > 0",
+                        (workspace, needle),
                     )
                 )
-                for value in named
+                for needle in quoted_forms(named)
             )
             removed["survey_answers"] = _count(
                 connection.execute(
@@ -84,28 +94,29 @@ class ScaleLogEraser:
                     (workspace, scope.invitations),
                 )
             )
-            removed["audit_log"] = sum(
-                _count(
-                    connection.execute(
-                        "UPDATE audit_log SET action = replace(action, %s, %s) WHERE workspace = %s "
-                        "AND strpos(action, %s) > 0",
-                        (form, REDACTED, workspace, form),
-                    )
-                )
-                for form in path_forms(named)
-            )
+            forms = path_forms(named)
+            candidates = connection.execute(
+                "SELECT id, action FROM audit_log WHERE workspace = %s "
+                "AND EXISTS (SELECT 1 FROM unnest(%s::text[]) AS f WHERE strpos(action, f) > 0)",
+                (workspace, forms),
+            ).fetchall()
+            removed["audit_log"] = 0
+            for row_id, action in candidates:
+                redacted = redact_action(action, set(forms))
+                if redacted != action:
+                    connection.execute("UPDATE audit_log SET action = %s WHERE id = %s", (redacted, row_id))
+                    removed["audit_log"] += 1
             removed["deliveries"] = self._ledger(connection, workspace, scope.customer_ids)
             # The commit log names the keys each commit wrote, for minutes: theirs
             # give way to a stand-in that names no one (``person_keys``).
-            named, stand_in = person_keys(scope)
+            keys, stand_in = person_keys(scope)
             removed["state_commits"] = _count(
                 connection.execute(
                     "UPDATE state_commits SET keys = ARRAY(SELECT DISTINCT CASE WHEN k = ANY(%s) THEN %s ELSE k END "
                     "FROM unnest(keys) AS k) WHERE keys && %s::text[]",
-                    (named, stand_in, named),
+                    (keys, stand_in, keys),
                 )
             )
-        removed["stream"] = self._from_stream(seqs)
         return removed
 
     def expire(self, workspace: str, retention: Retention, now_ms: int, processed_seq: int) -> dict[str, int]:
@@ -164,8 +175,8 @@ class ScaleLogEraser:
     def drop(self, late: Sequence[tuple[str, int, str | None]]) -> None:
         seqs = sorted({seq for _, seq, _ in late})
         with self.pool.connection() as connection, connection.transaction():
-            connection.execute("DELETE FROM events WHERE seq = ANY(%s)", (seqs,))
-            for workspace, _, customer_id in late:
+            for workspace, seq, customer_id in late:
+                connection.execute("DELETE FROM events WHERE workspace = %s AND seq = %s", (workspace, seq))
                 if customer_id is not None:
                     self._ledger(connection, workspace, [customer_id])
         self._from_stream(seqs)

@@ -321,6 +321,9 @@ class PostgresDeliveryLedger:
             )
         )
 
+    async def forget(self, key: str) -> None:
+        await self._run(lambda cursor: cursor.execute("DELETE FROM deliveries WHERE key = %s", (key,)))
+
     async def unannounced(self, skip: Set[str]) -> list[Settled]:
         """Settled deliveries whose result no live dispatcher is writing (their claim
         lapsed), claimed for this one to write."""

@@ -445,7 +445,7 @@ class PostgresStateStore:
 
     # -- erasure (``adapters.state_erasure``) -------------------------------------------
 
-    def erased(self) -> set[tuple[str, str]]:
+    def erased(self) -> dict[tuple[str, str], int]:
         with _unavailable(), self.pool.connection() as connection:
             return state_erasure.erased_hashes(_QmarkCursor(connection.cursor()).execute)
 
@@ -465,9 +465,23 @@ class PostgresStateStore:
                 suppress=suppress,
             )
 
-    def pending_erasures(self, stage: str) -> list[ErasureScope]:
+    def pending_erasures(self, stage: str, consumer: str | None = None) -> list[ErasureScope]:
         with _unavailable(), self.pool.connection() as connection:
-            return state_erasure.pending(_QmarkCursor(connection.cursor()).execute, stage)
+            return state_erasure.pending(_QmarkCursor(connection.cursor()).execute, stage, consumer)
+
+    def mark_erasure_consumer(
+        self,
+        workspace: str,
+        erasure: str,
+        consumer: str,
+        removed: dict[str, int],
+        now_ms: int,
+        consumers: Collection[str],
+    ) -> None:
+        """One Parquet consumer's part of the analytics stage (``state_erasure.mark_consumer``)."""
+        with _unavailable(), self.pool.connection() as connection, connection.transaction():
+            execute = _QmarkCursor(connection.cursor()).execute
+            state_erasure.mark_consumer(execute, workspace, erasure, consumer, removed, now_ms, consumers)
 
     def mark_erasure(self, workspace: str, erasure: str, stage: str, removed: dict[str, int], now_ms: int) -> None:
         with _unavailable(), self.pool.connection() as connection, connection.transaction():

@@ -243,6 +243,9 @@ class SqliteDeliveryLedger:
     async def announced(self, key: str) -> None:
         self.connection.execute("UPDATE deliveries SET announced = 1 WHERE key = ?", (key,))
 
+    async def forget(self, key: str) -> None:
+        self.connection.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+
     async def unannounced(self, skip: Set[str]) -> list[Settled]:
         self._state()
         rows = [

@@ -18,18 +18,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import quote
 
+from polku.adapters.duckdb.analytics_store import analytics_path
 from polku.adapters.sqlite.schema import DATABASE_FILE, connect
 from polku.adapters.sqlite.state_store import wipe_wal
-from polku.core.erasure import ErasureScope, identifier_values
+from polku.core.erasure import ErasureScope, identifier_values, path_forms, quoted_forms, redact_action
 from polku.core.retention import Retention
 
 DELIVERIES_FILE: Final = "deliveries.db"
 CHUNK: Final = 500
 EXPIRY_SLICE: Final = 50_000
 """Log positions per transaction of retention."""
-REDACTED: Final = "[erased]"
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -39,11 +38,6 @@ def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
 
 def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
-
-
-def path_forms(values: Sequence[str]) -> list[str]:
-    """How a value can appear in a request path: as it is and percent-encoded."""
-    return list(dict.fromkeys(form for value in values for form in (value, quote(value, safe=""), quote(value))))
 
 
 class SqliteLogEraser:
@@ -89,14 +83,16 @@ class SqliteLogEraser:
         return removed
 
     def analytics_follow(self) -> bool:
-        return True  # `polku serve` always runs the analytics feed
+        """An analytics store to clean: its feed does the stage (with the feed turned
+        off, the file stays, and so does the person in it, until it is deleted)."""
+        return analytics_path(self.data_dir).exists()
 
     def drop(self, late: Sequence[tuple[str, int, str | None]]) -> None:
         connection = connect(self.data_dir / DATABASE_FILE)
         try:
             with _transaction(connection):
-                for chunk in _chunks([seq for _, seq, _ in late]):
-                    connection.execute(f"DELETE FROM events WHERE seq IN ({_marks(chunk)})", list(chunk))
+                for workspace, seq, _ in late:
+                    connection.execute("DELETE FROM events WHERE workspace = ? AND seq = ?", [workspace, seq])
         finally:
             connection.close()
         customers: dict[str, list[str]] = {}
@@ -130,10 +126,10 @@ class SqliteLogEraser:
                             [workspace, scope.marker_seq, *chunk],
                         )
                         removed["events"] += cursor.rowcount
-                for value in named:
+                for needle in quoted_forms(named):
                     cursor = connection.execute(
-                        "DELETE FROM quarantine WHERE workspace = ? AND instr(lower(CAST(body AS TEXT)), lower(?)) > 0",
-                        [workspace, value],
+                        "DELETE FROM quarantine WHERE workspace = ? AND instr(lower(CAST(body AS TEXT)), ?) > 0",
+                        [workspace, needle],
                     )
                     removed["quarantine"] += cursor.rowcount
                 for chunk in _chunks(scope.invitations):
@@ -142,12 +138,17 @@ class SqliteLogEraser:
                         [workspace, *chunk],
                     )
                     removed["survey_answers"] += cursor.rowcount
-                for form in path_forms(named):
-                    cursor = connection.execute(
-                        "UPDATE audit_log SET action = replace(action, ?, ?) WHERE workspace = ? AND instr(action, ?) > 0",
-                        [form, REDACTED, workspace, form],
-                    )
-                    removed["audit_log"] += cursor.rowcount
+                forms = path_forms(named)
+                for form in forms:
+                    rows = connection.execute(
+                        "SELECT id, action FROM audit_log WHERE workspace = ? AND instr(action, ?) > 0",
+                        [workspace, form],
+                    ).fetchall()
+                    for row_id, action in rows:
+                        redacted = redact_action(action, set(forms))
+                        if redacted != action:
+                            connection.execute("UPDATE audit_log SET action = ? WHERE id = ?", [redacted, row_id])
+                            removed["audit_log"] += 1
             wipe_wal(connection)
         finally:
             connection.close()

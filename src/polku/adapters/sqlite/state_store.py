@@ -295,7 +295,7 @@ class StateReads:
     def pending_erasures(self, stage: str) -> list[ErasureScope]:
         return state_erasure.pending(self.connection.execute, stage)
 
-    def erased(self) -> set[tuple[str, str]]:
+    def erased(self) -> dict[tuple[str, str], int]:
         return state_erasure.erased_hashes(self.connection.execute)
 
     def count_customers(self, workspace: str) -> int:
