@@ -15,7 +15,8 @@ from tests.conftest import WRITE_KEY, ServerProcess
 
 from polku.web.auth import required_scope
 
-SCOPES = ("read", "manage", "privacy")
+SCOPES = ("read", "manage", "privacy", "workspaces")
+"""The scopes admin operations need; ``ingest`` opens none of them (it sends events)."""
 
 
 def admin_operations(server: ServerProcess) -> list[tuple[str, str]]:
@@ -43,7 +44,7 @@ def call(server: ServerProcess, token: str, method: str, path: str) -> httpx.Res
 
 def test_every_admin_operation_needs_its_scope_and_nothing_more(server: ServerProcess) -> None:
     with server.admin() as admin:
-        tokens = {scope: token_with(admin, scope) for scope in SCOPES}
+        tokens = {scope: token_with(admin, scope) for scope in (*SCOPES, "ingest")}
     operations = admin_operations(server)
     assert len(operations) > 50  # the whole admin API
     needed = {required_scope(method, path) for method, path in operations}
@@ -54,6 +55,8 @@ def test_every_admin_operation_needs_its_scope_and_nothing_more(server: ServerPr
     assert required_scope("DELETE", "/v1/keys/abcdef12") == "manage"
     assert required_scope("GET", "/v1/profiles/c_1") == "read"
     assert required_scope("POST", "/v1/decide") == "read"
+    assert required_scope("DELETE", "/v1/profiles/c_1") == "privacy"
+    assert required_scope("POST", "/v1/workspaces") == "workspaces"
     wrong: list[Any] = []
     for method, path in operations:
         scope = required_scope(method, path)

@@ -103,7 +103,7 @@ def test_email_link_answered_in_a_real_browser_lands_on_the_timeline(server: Ser
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
             page.locator("input[name=score][value='2']").check()
             page.locator("input[name=q_reason][value='speed']").check()
-            page.locator("form [type=submit]").click()
+            page.locator("form.form [type=submit]").click()
             page.wait_for_load_state()
             assert "Kiitos" in page.content()
         customer = admin.get("/v1/profiles/lookup", params={"user_id": "ann"}).json()["customer_id"]

@@ -324,7 +324,7 @@ class MemoryStateStore:
         done = all(stages[name] is not None for name in STAGES)
         self.erasures[(workspace, erasure)] = (None if done else scope, stages, counts, facts)
 
-    def pending_erasures(self, stage: str) -> list[ErasureScope]:
+    def pending_erasures(self, stage: str, consumer: str | None = None) -> list[ErasureScope]:
         before = "state" if stage == "log" else "log"
         return [
             scope

@@ -292,8 +292,8 @@ class StateReads:
     def erasure_receipts(self, workspace: str, *, erasure: str | None = None, limit: int = 100) -> list[ErasureReceipt]:
         return state_erasure.receipts(self.connection.execute, workspace, erasure=erasure, limit=limit)
 
-    def pending_erasures(self, stage: str) -> list[ErasureScope]:
-        return state_erasure.pending(self.connection.execute, stage)
+    def pending_erasures(self, stage: str, consumer: str | None = None) -> list[ErasureScope]:
+        return state_erasure.pending(self.connection.execute, stage, consumer)
 
     def erased(self) -> dict[tuple[str, str], int]:
         return state_erasure.erased_hashes(self.connection.execute)
