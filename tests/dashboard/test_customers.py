@@ -198,3 +198,38 @@ def test_the_timeline_pages_back_with_the_api_cursor(demo_server: ServerProcess,
     timeline = second.text.split('id="timeline"', 1)[1]
     shown = [html.unescape(name) for name in re.findall(r"<strong>(Page \d+)</strong>", timeline)]
     assert shown == [event["name"] for event in older["events"] if event["name"].startswith("Page ")]
+
+
+def test_a_privacy_token_erases_a_person_from_the_agent_view(server: ServerProcess) -> None:
+    from tests.dashboard.conftest import csrf_of, log_in
+    from tests.journeys.test_journey_e2e import until
+
+    with server.admin() as admin, server.writer() as writer:
+        assert writer.post("/v1/identify", json={"userId": "ella", "traits": {"name": "Ella E"}}).status_code == 200
+        customer = until(
+            lambda: (
+                (r := admin.get("/v1/profiles/lookup", params={"user_id": "ella"})).status_code == 200
+                and r.json()["customer_id"]
+            ),
+            what="ella",
+        )
+        manager = admin.post("/v1/keys", json={"kind": "admin", "scopes": ["read", "manage"]}).json()["key"]
+    with httpx.Client(base_url=server.url, timeout=30) as ui:
+        assert log_in(ui, manager).status_code == 303
+        page = ui.get(f"/ui/customers/{customer}")
+        assert page.status_code == 200 and "Erase this person" not in page.text  # no privacy scope: no button
+        refused = ui.post(f"/ui/customers/{customer}/erase", data={"csrf": csrf_of(page.text)})
+        assert refused.status_code == 403
+    with httpx.Client(base_url=server.url, timeout=30) as ui:
+        assert log_in(ui).status_code == 303  # the first admin token: every scope
+        page = ui.get(f"/ui/customers/{customer}")
+        assert "Erase this person" in page.text
+        assert ui.post(f"/ui/customers/{customer}/erase", data={"csrf": "forged"}).status_code == 403
+        erased = ui.post(f"/ui/customers/{customer}/erase", data={"csrf": csrf_of(page.text), "suppress": "1"})
+        assert erased.status_code == 303 and "erased" in erased.headers["location"], erased.headers
+    with server.admin() as admin:
+        assert admin.get("/v1/profiles/lookup", params={"user_id": "ella"}).status_code == 404
+        (receipt,) = admin.get("/v1/erasures").json()["erasures"]
+        assert receipt["status"] == "erased" and receipt["suppressed"] == 1
+        actions = [entry["action"] for entry in admin.get("/v1/audit").json()["entries"]]
+        assert f"POST /ui/customers/[{receipt['id']}]/erase" in actions and not any(customer in a for a in actions)

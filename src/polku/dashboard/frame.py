@@ -126,16 +126,18 @@ class View:
         separator = "&" if "?" in location else "?"
         return RedirectResponse(f"{location}{separator}{message}" if message else location, status_code=303)
 
-    async def form(self, *, max_part_size: int = 256 * 1024) -> dict[str, str]:
-        """The posted form, after its CSRF token is checked (``PolkuError`` 403);
-        ``max_part_size`` bounds each field (a journey document may be 1 MB)."""
+    async def form(self, *, max_part_size: int = 256 * 1024, scope: str = "manage") -> dict[str, str]:
+        """The posted form, after its CSRF token and the session token's ``scope`` are
+        checked (``PolkuError`` 403); ``max_part_size`` bounds each field (a journey
+        document may be 1 MB)."""
         form = await self.request.form(max_files=0, max_fields=50, max_part_size=max_part_size)
         values = {name: value for name, value in form.items() if isinstance(value, str)}
         if not self.dashboard.signer.check_csrf(self.session, values.get("csrf")):
             raise CsrfRefused()
         credential: Credential | None = self.request.scope.get(CREDENTIAL_KEY)
-        if credential is None or "manage" not in credential.scopes:
-            raise Forbidden("this admin token may read the workspace, not change it (it lacks the 'manage' scope)")
+        if credential is None or scope not in credential.scopes:
+            what = "read the workspace, not change it" if scope == "manage" else "not do this"
+            raise Forbidden(f"this admin token may {what} (it lacks the {scope!r} scope)", scope=scope)
         return values
 
 

@@ -17,13 +17,18 @@ from starlette.responses import RedirectResponse, Response
 
 from polku.adapters.sqlite import survey_store
 from polku.adapters.sqlite.deliveries import deliveries
+from polku.core.erasure import ErasureReceipt
 from polku.core.errors import InvalidInput, NotFound
 from polku.core.events import format_millis
+from polku.core.workspace import Credential
 from polku.dashboard.frame import View, page_route
+from polku.engine.erasure import DEFAULT_WAIT_S, request_erasure, wait_for_receipt
 from polku.engine.journey_reports import customer_journeys, customer_messages
 from polku.engine.profile_views import ProfileViews, parse_cursor
 from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.worker import wall_clock_ms
+from polku.web.audit import AUDIT_ACTION_KEY
+from polku.web.auth import CREDENTIAL_KEY
 
 MAX_QUERY: Final = 512
 TIMELINE_PAGE: Final = 50
@@ -221,10 +226,43 @@ async def customer_page(view: View) -> Response:
             {**item, "shown": compact_properties(item.get("properties"))} for item in context["recent_purchases"]
         ],
         traits=sorted((name, compact_properties({name: value})[0][1]) for name, value in who["traits"].items()),
+        can_erase=_holds(view, "privacy"),
+    )
+
+
+def _holds(view: View, scope: str) -> bool:
+    credential: Credential | None = view.request.scope.get(CREDENTIAL_KEY)
+    return credential is not None and scope in credential.scopes
+
+
+async def erase_customer(view: View) -> Response:
+    """``POST /ui/customers/{id}/erase``: the right to be forgotten from the agent
+    view (the ``privacy`` scope): as ``DELETE /v1/profiles/{id}``, then back to the
+    search with the receipt's id."""
+    form = await view.form(scope="privacy")
+    workspace = view.workspace
+    runtime = await view.profiles.runtime(workspace)
+    given = view.request.path_params["customer_id"]
+    customer_id = await view.profiles.run(lambda views: views.find(workspace, runtime, "customer_id", given))
+    erasure = await request_erasure(
+        view.services.log, workspace, customer_id, suppress=form.get("suppress") == "1", now_ms=wall_clock_ms()
+    )
+    view.request.scope[AUDIT_ACTION_KEY] = f"POST /ui/customers/[{erasure}]/erase"
+
+    async def read() -> ErasureReceipt | None:
+        found = await view.profiles.run(lambda views: views.state.erasure_receipts(workspace, erasure=erasure))
+        return found[0] if found else None
+
+    receipt = await wait_for_receipt(read, DEFAULT_WAIT_S, done=lambda found: found.status == "erased")
+    status = receipt.status if receipt is not None else "requested"
+    return view.back(
+        "/ui/customers",
+        notice=f"Erasure {erasure}: {status}. The receipt: GET /v1/erasures/{erasure} or polku privacy erasures.",
     )
 
 
 routes = [
     page_route("/ui/customers", customers_page),
     page_route("/ui/customers/{customer_id}", customer_page),
+    page_route("/ui/customers/{customer_id}/erase", erase_customer, methods=("POST",)),
 ]
