@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from typing import Any, Final, Literal
 
 import msgspec
@@ -74,6 +75,16 @@ ADMIN_SCOPES: Final = ("manage", "privacy", "read")
 KNOWN_SCOPES: Final = ("ingest", "manage", "privacy", "read", "workspaces")
 """Also: ``ingest`` (send events, as the workspace's ``default`` source) and
 ``workspaces`` (make new workspaces): only when asked for."""
+OPERATOR_SCOPES: Final = ("manage", "privacy", "read", "workspaces")
+"""The first admin token of an installation's."""
+
+
+def grantable(held: Collection[str]) -> set[str]:
+    """The scopes a token may give a key it makes: its own, and ``ingest`` with
+    ``manage`` (it can make write keys, which ingest, anyway)."""
+    return {*held, "ingest"} if "manage" in held else set(held)
+
+
 """What an admin token may be allowed (docs/security.md, "Keys and scopes"): ``read``
 (every read of the workspace), ``manage`` (every change), ``privacy`` (the reads and
 actions that hand a person's data out whole or remove it, and the audit log). A

@@ -13,7 +13,7 @@ from polku.core.events import format_time
 from polku.core.workspace import (
     ADMIN_SCOPES,
     DEFAULT_SOURCE,
-    KNOWN_SCOPES,
+    OPERATOR_SCOPES,
     Credential,
     KeyKind,
     Source,
@@ -125,9 +125,9 @@ async def bootstrap(catalog: Catalog, *, write_key: str | None, admin_token: str
     for kind, source, given in wanted:
         if given is None and await catalog.credentials(DEFAULT_WORKSPACE, kind):
             continue
-        # The first admin token is the installation's operator: every scope, so that
-        # it can make workspaces and give tokens any scope.
-        scopes = KNOWN_SCOPES if kind == "admin" else ADMIN_SCOPES
+        # The first admin token is the installation's operator: it may make workspaces
+        # too (and give tokens any scope; `ingest` it is not, being no write key).
+        scopes = OPERATOR_SCOPES if kind == "admin" else ADMIN_SCOPES
         new = await add_key(catalog, kind, DEFAULT_WORKSPACE, source, key=given, label="bootstrap", scopes=scopes)
         if new is not None:
             created.append(new)

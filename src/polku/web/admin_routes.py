@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from polku.core.errors import Conflict, Forbidden, InvalidInput
 from polku.core.events import MESSAGE_TYPES, format_time, parse_time
-from polku.core.workspace import ADMIN_SCOPES, KeyKind, check_scopes, parse_config
+from polku.core.workspace import ADMIN_SCOPES, KeyKind, check_scopes, grantable, parse_config
 from polku.engine.setup import add_key, ensure_source, make_workspace
 from polku.engine.views import credential_json, quarantine_json
 from polku.ports import EventQuery
@@ -219,7 +219,7 @@ async def create_key(request: Request) -> Response:
         scopes = tuple(scope for scope in ADMIN_SCOPES if scope in held)
     else:
         scopes = check_scopes(wanted.scopes, kind)
-        beyond = sorted(set(scopes) - held)
+        beyond = sorted(set(scopes) - grantable(held))
         if beyond and kind == "admin":
             # No token makes one that can do more than itself.
             raise Forbidden(

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from polku.connectors.webhook import map_payload
-from polku.core.errors import LimitExceeded, MalformedBody, NotFound
+from polku.core.errors import LimitExceeded, MalformedBody, NotFound, Unauthorized
 from polku.core.events import Rejection
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
 from polku.engine.body import decode_body
@@ -65,7 +65,13 @@ async def check_basic_key(request: Request) -> str | None:
     server read and inflate 500 KB."""
     key = bearer_or_basic(request)
     if key is not None:
-        await services(request).ingestor.write_access(key)
+        access = await services(request).ingestor.write_access(key)
+        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
+        if bearer and access.credential.kind != "admin":
+            raise Unauthorized(
+                "a write key goes in HTTP Basic (as the username) or in `writeKey`; "
+                "`Authorization: Bearer` is for admin tokens with the ingest scope"
+            )
     return key
 
 
