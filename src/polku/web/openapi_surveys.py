@@ -182,6 +182,23 @@ def survey_paths() -> dict[str, Any]:
             }
             for method in ("get", "post")
         },
+        "/s/{token}/opt-out": {
+            "post": {
+                "operationId": "survey_page_opt_out",
+                "summary": "\"Don't ask me for feedback again\" on the hosted page (HTML): the person's consent to "
+                "the `surveys` purpose becomes no (docs/surveys.md).",
+                "security": [],
+                "parameters": [TOKEN],
+                "responses": {
+                    str(code): {"description": text, "content": {"text/html": {"schema": {"type": "string"}}}}
+                    for code, text in (
+                        (200, "Done: the page says so."),
+                        (403, "The link is not valid."),
+                        (410, "The link expired."),
+                    )
+                },
+            }
+        },
         "/s/static/survey.css": {
             "get": {
                 "operationId": "survey_page_stylesheet",
