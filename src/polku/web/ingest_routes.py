@@ -15,7 +15,7 @@ from polku.core.events import Rejection
 from polku.core.limits import MAX_BATCH_EVENTS, MAX_REQUEST_BYTES
 from polku.engine.body import decode_body
 from polku.engine.ingest import IngestResult, probe_object, rejected_single
-from polku.web.auth import bearer_or_basic
+from polku.web.auth import basic_username, bearer_or_basic
 from polku.web.responses import json_response
 from polku.web.services import services
 
@@ -60,19 +60,27 @@ def _result_response(result: IngestResult, single: bool) -> Response:
 
 
 async def check_basic_key(request: Request) -> str | None:
-    """A Basic write key (or a Bearer admin token with the ``ingest`` scope) is
-    checked before the body is read, so an unauthenticated client cannot make the
-    server read and inflate 500 KB."""
-    key = bearer_or_basic(request)
-    if key is not None:
-        access = await services(request).ingestor.write_access(key)
-        bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-        if bearer and access.credential.kind != "admin":
-            raise Unauthorized(
-                "a write key goes in HTTP Basic (as the username) or in `writeKey`; "
-                "`Authorization: Bearer` is for admin tokens with the ingest scope"
-            )
-    return key
+    """A Basic write key is checked before the body is read, so an unauthenticated
+    client cannot make the server read and inflate 500 KB. ``Authorization: Bearer``
+    counts only for an admin token with the ``ingest`` scope; anything else there (a
+    write key: some clients send it both ways) is left to the body's ``writeKey``, as
+    before there were such tokens."""
+    ingestor = services(request).ingestor
+    basic = basic_username(request)
+    if basic is not None:
+        await ingestor.write_access(basic)
+        return basic
+    bearer = bearer_or_basic(request)
+    if bearer is None:
+        return None
+    try:
+        access = await ingestor.write_access(bearer, count=False)
+    except Unauthorized:
+        return None
+    if access.credential.kind != "admin":
+        return None
+    await ingestor.write_access(bearer)  # counted against its rate limit, once
+    return bearer
 
 
 def message_route(message_type: str) -> Any:
