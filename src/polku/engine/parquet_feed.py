@@ -199,6 +199,7 @@ class ParquetFeed:
         client held before the stream deleted it is not written."""
         self._erasures: Any = None
         self.erased: dict[tuple[str, str], int] = {}
+        self._erased_read = 0.0
         """Hashes of erased customers and suppressed identifiers (read every second)."""
         self._expired: dict[str, tuple[float, bytes]] = {}
         self._js: JetStreamContext | None = None
@@ -384,7 +385,11 @@ class ParquetFeed:
                     scope=None,
                 )
             scopes = await asyncio.to_thread(self._erasures.pending_erasures, "analytics", self.durable)
-            self.erased = await asyncio.to_thread(self._erasures.erased)
+            # Who is kept out changes with an erasure (it is pending here first); read
+            # it again then, and now and then (the workers drop such events anyway).
+            if scopes or time.monotonic() - self._erased_read > ERASED_REFRESH_S:
+                self.erased = await asyncio.to_thread(self._erasures.erased)
+                self._erased_read = time.monotonic()
         except (psycopg.Error, StoreUnavailable, ConfigError) as error:
             log.warning("erasures not read: %s", error)
             return
@@ -468,6 +473,7 @@ class ParquetFeed:
 
 FOLDER_ID: Final = ".polku-parquet-id"
 ERASURE_CHECK_S: Final = 1.0
+ERASED_REFRESH_S: Final = 60.0
 _ANCHOR: Final = files.NAMES.index("anchor")
 RETENTION_EVERY_S: Final = 3600.0
 

@@ -274,8 +274,6 @@ class Processor:
         self.checkpoint = self.store.checkpoint()
         self.changes = StateChanges(checkpoint=self.checkpoint)
         self.late = []
-        # Another worker may have erased someone meanwhile (a conflict brought us here).
-        self.erased = ErasedPeople(self.store.erased())
 
     def isolate(self, rows: list[tuple[int, str, bytes]], timers: list[tuple[str, str, int]]) -> None:
         """Process a failed batch event by event (and timer by timer), each committed

@@ -306,6 +306,12 @@ class SharedStateProcessor(Processor):
                 for customer_id, profile in self.store.inner.profiles(workspace, sorted(customers)).items():
                     caches.profiles.setdefault((workspace, customer_id), profile)
 
+    def _reset(self) -> None:
+        super()._reset()
+        # A conflict may have brought us here, its keys (another worker's erasure
+        # among them) consumed by the guard rather than evicted: read who is out again.
+        self.erased = ErasedPeople(self.store.erased())
+
     def erase(self, seq: int, workspace: str, request: ErasureRequest, requested_ms: int) -> None:
         """As the processor does, noting what the scope read: another worker's commit
         to the person meanwhile makes the batch run again (``StateConflict``)."""

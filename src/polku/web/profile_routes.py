@@ -29,7 +29,7 @@ from polku.engine.profile_views import (
 )
 from polku.engine.runtime import WorkspaceRuntime
 from polku.engine.worker import wall_clock_ms
-from polku.ports import Catalog
+from polku.ports import Catalog, EventLog
 from polku.web.admin_routes import _int_param
 from polku.web.audit import AUDIT_ACTION_KEY
 from polku.web.auth import admin_access
@@ -69,6 +69,21 @@ class ProfileService:
     async def run(self, function: Callable[[ProfileViews], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: function(self._thread_views()))
+
+    async def erase(
+        self, log: EventLog, workspace: str, customer_id: str, *, suppress: bool, wait_s: float
+    ) -> tuple[str, ErasureReceipt | None]:
+        """Ask for an erasure (``polku.engine.erasure``) and wait up to ``wait_s`` for
+        every store to be clean: the erasure's id and its receipt so far."""
+        from polku.engine.erasure import request_erasure, wait_for_receipt
+
+        erasure = await request_erasure(log, workspace, customer_id, suppress=suppress, now_ms=wall_clock_ms())
+
+        async def read() -> ErasureReceipt | None:
+            found = await self.run(lambda views: views.state.erasure_receipts(workspace, erasure=erasure))
+            return found[0] if found else None
+
+        return erasure, await wait_for_receipt(read, wait_s, done=lambda found: found.status == "erased")
 
     def forget(self, workspace_id: str) -> None:
         """The configuration changed (``PUT /v1/workspace/config``)."""
@@ -198,23 +213,16 @@ async def erase_profile(request: Request) -> Response:
     """The right to be forgotten: the request goes into the log; the answer is the
     receipt once every store is clean (200), or as far as it got within ``wait``
     seconds (202; follow ``GET /v1/erasures/{id}``)."""
-    from polku.engine.erasure import DEFAULT_WAIT_S, MAX_WAIT_S, request_erasure, wait_for_receipt
+    from polku.engine.erasure import DEFAULT_WAIT_S, MAX_WAIT_S
 
     suppress = _flag(request, "suppress")
     wait_s = float(_int_param(request, "wait", int(DEFAULT_WAIT_S), 0, int(MAX_WAIT_S)))
     workspace, _, customer_id = await _customer(request)
-    erasure = await request_erasure(
-        services(request).log, workspace, customer_id, suppress=suppress, now_ms=wall_clock_ms()
+    erasure, receipt = await _profiles(request).erase(
+        services(request).log, workspace, customer_id, suppress=suppress, wait_s=wait_s
     )
     # The audit record names the erasure, not the person (their id is erased).
     request.scope[AUDIT_ACTION_KEY] = f"DELETE /v1/profiles/[{erasure}]"
-    service = _profiles(request)
-
-    async def read() -> ErasureReceipt | None:
-        found = await service.run(lambda views: views.state.erasure_receipts(workspace, erasure=erasure))
-        return found[0] if found else None
-
-    receipt = await wait_for_receipt(read, wait_s, done=lambda found: found.status == "erased")
     if receipt is None:
         body: dict[str, Any] = {"id": erasure, "workspace": workspace, "status": "requested"}
     else:

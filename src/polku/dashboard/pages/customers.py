@@ -17,12 +17,11 @@ from starlette.responses import RedirectResponse, Response
 
 from polku.adapters.sqlite import survey_store
 from polku.adapters.sqlite.deliveries import deliveries
-from polku.core.erasure import ErasureReceipt
 from polku.core.errors import InvalidInput, NotFound
 from polku.core.events import format_millis
 from polku.core.workspace import Credential
 from polku.dashboard.frame import View, page_route
-from polku.engine.erasure import DEFAULT_WAIT_S, request_erasure, wait_for_receipt
+from polku.engine.erasure import DEFAULT_WAIT_S
 from polku.engine.journey_reports import customer_journeys, customer_messages
 from polku.engine.profile_views import ProfileViews, parse_cursor
 from polku.engine.runtime import WorkspaceRuntime
@@ -244,16 +243,11 @@ async def erase_customer(view: View) -> Response:
     runtime = await view.profiles.runtime(workspace)
     given = view.request.path_params["customer_id"]
     customer_id = await view.profiles.run(lambda views: views.find(workspace, runtime, "customer_id", given))
-    erasure = await request_erasure(
-        view.services.log, workspace, customer_id, suppress=form.get("suppress") == "1", now_ms=wall_clock_ms()
+    suppress = form.get("suppress") == "1"
+    erasure, receipt = await view.profiles.erase(
+        view.services.log, workspace, customer_id, suppress=suppress, wait_s=DEFAULT_WAIT_S
     )
     view.request.scope[AUDIT_ACTION_KEY] = f"POST /ui/customers/[{erasure}]/erase"
-
-    async def read() -> ErasureReceipt | None:
-        found = await view.profiles.run(lambda views: views.state.erasure_receipts(workspace, erasure=erasure))
-        return found[0] if found else None
-
-    receipt = await wait_for_receipt(read, DEFAULT_WAIT_S, done=lambda found: found.status == "erased")
     status = receipt.status if receipt is not None else "requested"
     return view.back(
         "/ui/customers",
